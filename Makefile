@@ -1,0 +1,28 @@
+# PGXS build of p2p_preheat.  PG_CONFIG may be overridden: make PG_CONFIG=/path/to/pg_config
+EXTENSION = p2p_preheat
+MODULE_big = p2p_preheat
+OBJS = \
+	src/p2p_preheat.o \
+	src/extra_attrs.o \
+	src/policy_trigger.o \
+	src/extra_attrs_sql.o
+
+# Install and upgrade scripts live in sql/ and start with "p2p_preheat--";
+# every other file in sql/ is a pg_regress test.
+DATA = $(wildcard sql/p2p_preheat--*.sql)
+
+REGRESS = validate
+REGRESS_OPTS = --inputdir=.
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare -Wno-cast-function-type
+SHLIB_LINK = 
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Lets test/run_all.sh run the same list without parsing this file.
+print-regress:
+	@echo $(REGRESS)
+.PHONY: print-regress

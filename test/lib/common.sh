@@ -1,0 +1,54 @@
+# Shared by the README's two commands and by bench/: find or install what the
+# project needs on a Debian machine, build and install the extension, and run
+# commands as an unprivileged user when we are root (initdb refuses root).
+
+PG_MAJOR=${PG_MAJOR:-15}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+need_packages() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing packages: ${missing[*]} (run as root, or install them)" >&2
+		return 1
+	fi
+	echo "installing: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_deps() {
+	need_packages build-essential make gcc "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
+		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" libcurl4-openssl-dev libssl-dev \
+		libipc-run-perl python3 ca-certificates
+	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+	PG_BIN=$("$PG_CONFIG" --bindir)
+	PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")
+	export PG_CONFIG PG_BIN PGXS_DIR
+}
+
+build_and_install() {
+	make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+	make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+}
+
+# A scratch directory the server's user can write to.
+make_workdir() {
+	local d
+	d=$(mktemp -d /tmp/p2p_preheat.XXXXXX)
+	chmod 755 "$d"
+	if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$d"; fi
+	echo "$d"
+}
+
+# Run a command as the server's user when we are root.
+as_pg() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- env PATH="$PG_BIN:$PATH" "$@"
+	else
+		env PATH="$PG_BIN:$PATH" "$@"
+	fi
+}
