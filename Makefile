@@ -11,7 +11,7 @@ OBJS = \
 # every other file in sql/ is a pg_regress test.
 DATA = $(wildcard sql/p2p_preheat--*.sql)
 
-REGRESS = validate
+REGRESS = validate migrate event_trigger
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \

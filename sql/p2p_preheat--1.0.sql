@@ -2,6 +2,9 @@
 
 \echo Use "CREATE EXTENSION p2p_preheat" to load this file. \quit
 
+-- Checking documents is for everyone; privileged functions revoke EXECUTE.
+GRANT USAGE ON SCHEMA p2p_preheat TO PUBLIC;
+
 -- The rules, callable without a table ------------------------------------
 
 CREATE FUNCTION p2p_preheat.validate_extra_attrs(vendor text, extra_attrs json)

@@ -146,7 +146,9 @@ SET p2p_preheat.allow_unknown_attrs = on;
 RESET ROLE;
 
 -- the trigger on Harbor's table
+\set ECHO none
 \i test/fixtures/harbor.sql
+\set ECHO all
 SELECT harbor_fixture.create_tables('proposal');
 SELECT harbor_fixture.add_instances();
 SELECT p2p_preheat.attach('p2p_preheat_policy');
