@@ -7,10 +7,10 @@
  * rule it applies to preheat arguments (SPEC §3) is checked here, at save
  * time, so the mistake is reported to whoever made it.
  *
- * Parsing is done in two steps: the JSON lexer first checks the text without
- * throwing (so extra_attrs_problems() can report bad text as a row), then the
- * document is converted to jsonb and walked.  Size and depth are bounded
- * before anything recursive runs.
+ * The document is parsed once, without throwing (so extra_attrs_problems()
+ * can report bad text as a row), into an in-memory JsonbValue that is walked
+ * directly; a jsonb is built only when the caller wants the normalized
+ * object.  Size and depth are bounded before anything recursive runs.
  */
 #include "postgres.h"
 
@@ -102,8 +102,6 @@ typedef struct EaState
 {
 	List	   *problems;
 	bool		stop_at_first;
-	bool		number_out_of_range;	/* set by the lexer callback */
-	char	   *bad_number;
 } EaState;
 
 static bool
@@ -188,9 +186,14 @@ shown_value(const JsonbValue *v)
 					strcpy(s + EA_SHOWN_BYTES, "...");
 				return s;
 			}
-		case jbvBinary:
-			initStringInfo(&buf);
-			JsonbToCString(&buf, v->val.binary.data, v->val.binary.len);
+		case jbvArray:
+		case jbvObject:
+			{
+				Jsonb	   *j = JsonbValueToJsonb((JsonbValue *) v);
+
+				initStringInfo(&buf);
+				JsonbToCString(&buf, &j->root, VARSIZE(j));
+			}
 			if (buf.len > EA_SHOWN_BYTES)
 			{
 				buf.len = pg_mbcliplen(buf.data, buf.len, EA_SHOWN_BYTES);
@@ -216,8 +219,10 @@ type_name(const JsonbValue *v)
 			return "a string";
 		case jbvNumeric:
 			return "a number";
-		case jbvBinary:
-			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		case jbvArray:
+			return "an array";
+		case jbvObject:
+			return "an object";
 		default:
 			return "a value";
 	}
@@ -462,14 +467,10 @@ ea_parse_duration(const char *s, int64 *ns)
 static void
 check_cluster_ids(EaState *st, const char *key, const JsonbValue *v)
 {
-	JsonbIterator *it;
-	JsonbValue	elem;
-	JsonbIteratorToken r;
 	int			n;
 	int64	   *ids;
-	int			i = 0;
 
-	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+	if (v->type != jbvArray)
 	{
 		add_problem(st, ERRCODE_CHECK_VIOLATION, key,
 					"cluster_ids is sent to Dragonfly as scheduler_cluster_ids, a list of cluster ids.",
@@ -477,7 +478,7 @@ check_cluster_ids(EaState *st, const char *key, const JsonbValue *v)
 					"%s is %s, not an array of cluster ids", shown_value(v), type_name(v));
 		return;
 	}
-	n = JsonContainerSize(v->val.binary.data);
+	n = v->val.array.nElems;
 	if (n > EA_MAX_CLUSTER_IDS)
 	{
 		add_problem(st, ERRCODE_CHECK_VIOLATION, key, NULL,
@@ -486,16 +487,13 @@ check_cluster_ids(EaState *st, const char *key, const JsonbValue *v)
 		return;
 	}
 	ids = palloc(sizeof(int64) * Max(n, 1));
-	it = JsonbIteratorInit(v->val.binary.data);
-	while ((r = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	for (int i = 0; i < n; i++)
 	{
-		char	   *path;
+		char	   *path = psprintf("%s[%d]", key, i);
 		int64		id;
 
-		if (r != WJB_ELEM)
-			continue;
-		path = psprintf("%s[%d]", key, i);
-		if (check_int(st, path, &elem, 1, EA_MAX_CLUSTER_ID, "a cluster id", &id))
+		if (check_int(st, path, &v->val.array.elems[i], 1, EA_MAX_CLUSTER_ID,
+					  "a cluster id", &id))
 		{
 			for (int j = 0; j < i; j++)
 				if (ids[j] == id)
@@ -509,7 +507,7 @@ check_cluster_ids(EaState *st, const char *key, const JsonbValue *v)
 		}
 		else
 			id = -1;
-		ids[i++] = id;
+		ids[i] = id;
 		if (enough(st))
 			return;
 	}
@@ -518,40 +516,33 @@ check_cluster_ids(EaState *st, const char *key, const JsonbValue *v)
 static void
 check_ips(EaState *st, const char *key, const JsonbValue *v)
 {
-	JsonbIterator *it;
-	JsonbValue	elem;
-	JsonbIteratorToken r;
 	int			n;
-	int			i = 0;
 
-	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+	if (v->type != jbvArray)
 	{
 		add_problem(st, ERRCODE_CHECK_VIOLATION, key, NULL,
 					"Write an array of peer IP addresses such as [\"10.0.0.5\"].",
 					"%s is %s, not an array of IP addresses", shown_value(v), type_name(v));
 		return;
 	}
-	n = JsonContainerSize(v->val.binary.data);
+	n = v->val.array.nElems;
 	if (n < 1 || n > 100)
 	{
 		add_problem(st, ERRCODE_CHECK_VIOLATION, key, NULL, NULL,
 					"has %d entries; Dragonfly accepts 1 to 100 IP addresses", n);
 		return;
 	}
-	it = JsonbIteratorInit(v->val.binary.data);
-	while ((r = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	for (int i = 0; i < n; i++)
 	{
+		JsonbValue *elem = &v->val.array.elems[i];
 		char		addr[sizeof(struct in6_addr)];
 		char	   *s;
 
-		if (r != WJB_ELEM)
-			continue;
-		s = elem.type == jbvString ? pnstrdup(elem.val.string.val, elem.val.string.len) : NULL;
-		if (s == NULL || strlen(s) != elem.val.string.len ||
+		s = elem->type == jbvString ? pnstrdup(elem->val.string.val, elem->val.string.len) : NULL;
+		if (s == NULL || strlen(s) != elem->val.string.len ||
 			(inet_pton(AF_INET, s, addr) != 1 && inet_pton(AF_INET6, s, addr) != 1))
 			add_problem(st, ERRCODE_CHECK_VIOLATION, psprintf("%s[%d]", key, i), NULL, NULL,
-						"%s is not an IPv4 or IPv6 address", shown_value(&elem));
-		i++;
+						"%s is not an IPv4 or IPv6 address", shown_value(elem));
 		if (enough(st))
 			return;
 	}
@@ -684,45 +675,40 @@ check_dragonfly_attr(EaState *st, const char *key, int keylen, JsonbValue *v,
 	return list_length(st->problems) == nproblems ? out : NULL;
 }
 
-static Jsonb *
-check_dragonfly(EaState *st, Jsonb *jb)
+/* Checks every argument of obj; returns what to send when all are valid. */
+static JsonbValue *
+check_dragonfly(EaState *st, JsonbValue *obj)
 {
-	JsonbIterator *it;
-	JsonbValue	k,
-				v,
-				scopev;
-	JsonbValue *res;
-	JsonbParseState *ps = NULL;
+	int			n = obj->val.object.nPairs;
+	JsonbPair  *pairs = obj->val.object.pairs;
+	JsonbValue *out = palloc(sizeof(JsonbValue));
 	const char *scope = NULL;
 	bool		peer_selector_seen = false;
-	JsonbIteratorToken r;
 
-	if (getKeyJsonValueFromContainer(&jb->root, "scope", 5, &scopev) &&
-		scopev.type == jbvString)
-		scope = scope_sent(scopev.val.string.val, scopev.val.string.len);
+	for (int i = 0; i < n; i++)
+		if (pairs[i].key.val.string.len == 5 &&
+			memcmp(pairs[i].key.val.string.val, "scope", 5) == 0 &&
+			pairs[i].value.type == jbvString)
+			scope = scope_sent(pairs[i].value.val.string.val,
+							   pairs[i].value.val.string.len);
 
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	it = JsonbIteratorInit(&jb->root);
-	r = JsonbIteratorNext(&it, &k, true);
-	Assert(r == WJB_BEGIN_OBJECT);
-	while ((r = JsonbIteratorNext(&it, &k, true)) == WJB_KEY)
+	out->type = jbvObject;
+	out->val.object.nPairs = n;
+	out->val.object.pairs = palloc(sizeof(JsonbPair) * Max(n, 1));
+	for (int i = 0; i < n; i++)
 	{
 		JsonbValue *sent;
 
-		r = JsonbIteratorNext(&it, &v, true);
-		Assert(r == WJB_VALUE);
-		sent = check_dragonfly_attr(st, k.val.string.val, k.val.string.len, &v,
+		sent = check_dragonfly_attr(st, pairs[i].key.val.string.val,
+									pairs[i].key.val.string.len, &pairs[i].value,
 									scope, &peer_selector_seen);
 		if (enough(st))
 			return NULL;
+		out->val.object.pairs[i] = pairs[i];
 		if (sent)
-		{
-			pushJsonbValue(&ps, WJB_KEY, &k);
-			pushJsonbValue(&ps, WJB_VALUE, sent);
-		}
+			out->val.object.pairs[i].value = *sent;
 	}
-	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	return st->problems == NIL ? JsonbValueToJsonb(res) : NULL;
+	return st->problems == NIL ? out : NULL;
 }
 
 /* Depth of the deepest array or object, found without recursion. */
@@ -758,26 +744,125 @@ json_depth(const char *s, int len)
 }
 
 /*
- * Lexer callback: asking for scalars makes the lexer de-escape strings, so
- * \u0000 and bad surrogates are found here, softly.  Numbers too long for
- * numeric_in are noted instead of letting jsonb_in throw.
+ * One pass of PostgreSQL's JSON parser builds the document as an in-memory
+ * JsonbValue (keys sorted, the last of duplicates kept, as in jsonb) and
+ * never throws: syntax errors, \u0000 and bad surrogates come back as error
+ * codes, and numbers too long for numeric_in are noted instead of parsed.
  */
-static void
-note_scalar(void *state, char *token, JsonTokenType type)
+typedef struct EaBuild
 {
-	EaState    *st = state;
+	JsonbParseState *ps;
+	JsonbValue *root;
+	bool		number_out_of_range;
+	char	   *bad_number;
+} EaBuild;
 
-	if (type == JSON_TOKEN_NUMBER && !st->number_out_of_range)
+static void
+b_object_start(void *state)
+{
+	EaBuild    *b = state;
+
+	if (!b->number_out_of_range)
+		pushJsonbValue(&b->ps, WJB_BEGIN_OBJECT, NULL);
+}
+
+static void
+b_object_end(void *state)
+{
+	EaBuild    *b = state;
+
+	if (!b->number_out_of_range)
+		b->root = pushJsonbValue(&b->ps, WJB_END_OBJECT, NULL);
+}
+
+static void
+b_array_start(void *state)
+{
+	EaBuild    *b = state;
+
+	if (!b->number_out_of_range)
+		pushJsonbValue(&b->ps, WJB_BEGIN_ARRAY, NULL);
+}
+
+static void
+b_array_end(void *state)
+{
+	EaBuild    *b = state;
+
+	if (!b->number_out_of_range)
+		b->root = pushJsonbValue(&b->ps, WJB_END_ARRAY, NULL);
+}
+
+static void
+b_field_start(void *state, char *fname, bool isnull)
+{
+	EaBuild    *b = state;
+	JsonbValue	k;
+
+	if (b->number_out_of_range)
+		return;
+	k.type = jbvString;
+	k.val.string.val = fname;
+	k.val.string.len = strlen(fname);
+	pushJsonbValue(&b->ps, WJB_KEY, &k);
+}
+
+static void
+b_scalar(void *state, char *token, JsonTokenType type)
+{
+	EaBuild    *b = state;
+	JsonbValue	v;
+
+	if (b->number_out_of_range)
+		return;
+	switch (type)
 	{
-		char	   *e = strpbrk(token, "eE");
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.val = token;
+			v.val.string.len = strlen(token);
+			break;
+		case JSON_TOKEN_NUMBER:
+			{
+				char	   *e = strpbrk(token, "eE");
 
-		if (strlen(token) > EA_MAX_NUMBER_CHARS ||
-			(e && (strlen(e + 1) > 4 || abs(atoi(e + 1)) > EA_MAX_NUMBER_CHARS)))
-		{
-			st->number_out_of_range = true;
-			st->bad_number = pnstrdup(token, Min(strlen(token), EA_SHOWN_BYTES));
-		}
+				if (strlen(token) > EA_MAX_NUMBER_CHARS ||
+					(e && (strlen(e + 1) > 5 || abs(atoi(e + 1)) > EA_MAX_NUMBER_CHARS)))
+				{
+					b->number_out_of_range = true;
+					b->bad_number = pnstrdup(token, Min(strlen(token), EA_SHOWN_BYTES));
+					return;
+				}
+				v.type = jbvNumeric;
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	CStringGetDatum(token),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
+				break;
+			}
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			break;
+		default:
+			v.type = jbvNull;
+			break;
 	}
+	if (b->ps == NULL)
+	{
+		/* a scalar document: wrapped in a raw-scalar array, as jsonb does */
+		JsonbValue	va;
+
+		va.type = jbvArray;
+		va.val.array.rawScalar = true;
+		va.val.array.nElems = 1;
+		pushJsonbValue(&b->ps, WJB_BEGIN_ARRAY, &va);
+		pushJsonbValue(&b->ps, WJB_ELEM, &v);
+		b->root = pushJsonbValue(&b->ps, WJB_END_ARRAY, NULL);
+	}
+	else
+		pushJsonbValue(&b->ps, b->ps->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
 }
 
 bool
@@ -791,12 +876,12 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 		 Jsonb **normalized)
 {
 	EaState		st = {0};
+	EaBuild		b = {0};
 	JsonLexContext *lex;
 	JsonSemAction sem = {0};
 	JsonParseErrorType err;
-	char	   *copy;
-	Jsonb	   *jb;
-	Jsonb	   *out = NULL;
+	JsonbValue *root;
+	JsonbValue *out;
 	int			depth;
 	int			i = 0;
 
@@ -826,10 +911,15 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 	if (i == len)
 		goto no_attrs;
 
-	copy = pnstrdup(json, len);
-	lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
-	sem.semstate = &st;
-	sem.scalar = note_scalar;
+	lex = makeJsonLexContextCstringLen(pnstrdup(json, len), len,
+									   GetDatabaseEncoding(), true);
+	sem.semstate = &b;
+	sem.object_start = b_object_start;
+	sem.object_end = b_object_end;
+	sem.array_start = b_array_start;
+	sem.array_end = b_array_end;
+	sem.object_field_start = b_field_start;
+	sem.scalar = b_scalar;
 	err = pg_parse_json(lex, &sem);
 	if (err != JSON_SUCCESS)
 	{
@@ -837,47 +927,46 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 					json_errdetail(err, lex), NULL, "document is not valid JSON");
 		return st.problems;
 	}
-	if (st.number_out_of_range)
+	if (b.number_out_of_range)
 	{
 		add_problem(&st, ERRCODE_CHECK_VIOLATION, "", NULL, NULL,
-					"number %s is out of range", st.bad_number);
+					"number %s is out of range", b.bad_number);
 		return st.problems;
 	}
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+	root = b.root;
 
-	if (JB_ROOT_IS_SCALAR(jb) || JB_ROOT_IS_ARRAY(jb))
+	if (root->type == jbvArray)
 	{
-		JsonbValue	v;
+		JsonbValue *v = root;
 
-		if (JB_ROOT_IS_SCALAR(jb))
+		if (root->val.array.rawScalar)
 		{
-			JsonbExtractScalar(&jb->root, &v);
-			if (v.type == jbvNull)
+			v = &root->val.array.elems[0];
+			if (v->type == jbvNull)
 				goto no_attrs;
-		}
-		else
-		{
-			v.type = jbvBinary;
-			v.val.binary.data = &jb->root;
-			v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
 		}
 		add_problem(&st, ERRCODE_CHECK_VIOLATION, "", NULL,
 					"Write an object such as {\"scope\": \"all_peers\", \"cluster_ids\": [1]}.",
-					"%s is %s, not a JSON object", shown_value(&v), type_name(&v));
+					"%s is %s, not a JSON object", shown_value(v), type_name(v));
 		return st.problems;
 	}
 
 	if (ea_vendor_is_dragonfly(vendor))
-		out = check_dragonfly(&st, jb);
+		out = check_dragonfly(&st, root);
 	else
-		out = jb;				/* other providers own their arguments */
+		out = root;				/* other providers own their arguments */
 	if (normalized && st.problems == NIL)
-		*normalized = out;
+		*normalized = JsonbValueToJsonb(out);
 	return st.problems;
 
 no_attrs:
 	if (normalized)
-		*normalized = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	{
+		JsonbParseState *ps = NULL;
+
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		*normalized = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	}
 	return NIL;
 }
 

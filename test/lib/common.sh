@@ -52,3 +52,24 @@ as_pg() {
 		env PATH="$PG_BIN:$PATH" "$@"
 	fi
 }
+
+# start_cluster DIR [postgresql.conf lines...]: a throwaway cluster listening
+# only on a socket in DIR; sets PGHOST, PGPORT, PGUSER for the caller.
+start_cluster() {
+	local dir=$1
+	shift
+	as_pg initdb -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+	{
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "port = 5432"
+		echo "fsync = off"
+		for line in "$@"; do echo "$line"; done
+	} >>"$dir/data/postgresql.conf"
+	as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+	export PGHOST=$dir PGPORT=5432 PGUSER=postgres
+}
+
+stop_cluster() {
+	as_pg pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+}
