@@ -551,7 +551,8 @@ check_ips(EaState *st, const char *key, const JsonbValue *v)
 /* Returns the value to send, or NULL when the attribute has a problem. */
 static JsonbValue *
 check_dragonfly_attr(EaState *st, const char *key, int keylen, JsonbValue *v,
-					 const char *scope, bool *peer_selector_seen)
+					 const char *scope, const char *scope_written,
+					 bool *peer_selector_seen)
 {
 	const AttrRule *rule = find_rule(key, keylen);
 	char	   *path = key_path(key, keylen);
@@ -583,7 +584,7 @@ check_dragonfly_attr(EaState *st, const char *key, int keylen, JsonbValue *v,
 						"Dragonfly ignores ips, count and percentage when it preheats a single seed peer.",
 						"Set \"scope\" to \"all_peers\" or \"all_seed_peers\".",
 						"applies only with scope all_peers or all_seed_peers (scope is %s)",
-						scope ? scope : "not set, so single_seed_peer");
+						scope_written ? scope_written : "not set, so single_seed_peer");
 			return NULL;
 		}
 		if (*peer_selector_seen)
@@ -683,14 +684,19 @@ check_dragonfly(EaState *st, JsonbValue *obj)
 	JsonbPair  *pairs = obj->val.object.pairs;
 	JsonbValue *out = palloc(sizeof(JsonbValue));
 	const char *scope = NULL;
+	const char *scope_written = NULL;
 	bool		peer_selector_seen = false;
 
 	for (int i = 0; i < n; i++)
 		if (pairs[i].key.val.string.len == 5 &&
 			memcmp(pairs[i].key.val.string.val, "scope", 5) == 0 &&
 			pairs[i].value.type == jbvString)
+		{
 			scope = scope_sent(pairs[i].value.val.string.val,
 							   pairs[i].value.val.string.len);
+			scope_written = pnstrdup(pairs[i].value.val.string.val,
+									 pairs[i].value.val.string.len);
+		}
 
 	out->type = jbvObject;
 	out->val.object.nPairs = n;
@@ -701,7 +707,7 @@ check_dragonfly(EaState *st, JsonbValue *obj)
 
 		sent = check_dragonfly_attr(st, pairs[i].key.val.string.val,
 									pairs[i].key.val.string.len, &pairs[i].value,
-									scope, &peer_selector_seen);
+									scope, scope_written, &peer_selector_seen);
 		if (enough(st))
 			return NULL;
 		out->val.object.pairs[i] = pairs[i];
