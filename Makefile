@@ -4,6 +4,7 @@ MODULE_big = p2p_preheat
 OBJS = \
 	src/p2p_preheat.o \
 	src/extra_attrs.o \
+	src/json_soft.o \
 	src/policy_trigger.o \
 	src/extra_attrs_sql.o
 

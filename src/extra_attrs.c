@@ -10,7 +10,7 @@
  * The document is parsed once, without throwing (so extra_attrs_problems()
  * can report bad text as a row), into an in-memory JsonbValue that is walked
  * directly; a jsonb is built only when the caller wants the normalized
- * object.  Size and depth are bounded before anything recursive runs.
+ * object.
  */
 #include "postgres.h"
 
@@ -18,7 +18,6 @@
 #include <ctype.h>
 #include <limits.h>
 
-#include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -28,12 +27,12 @@
 #include "utils/varlena.h"
 
 #include "extra_attrs.h"
+#include "json_soft.h"
 
 #define EA_MAX_DEPTH		32	/* deeper than any real provider argument */
 #define EA_SHOWN_BYTES		40	/* values longer than this are cut short */
 #define EA_MAX_CLUSTER_IDS	1000
 #define EA_MAX_CLUSTER_ID	INT64CONST(4294967295)
-#define EA_MAX_NUMBER_CHARS 1000	/* numeric_in gives up near here */
 
 bool		ea_allow_unknown_attrs = false;
 int			ea_max_size_kb = 64;
@@ -717,160 +716,6 @@ check_dragonfly(EaState *st, JsonbValue *obj)
 	return st->problems == NIL ? out : NULL;
 }
 
-/* Depth of the deepest array or object, found without recursion. */
-static int
-json_depth(const char *s, int len)
-{
-	int			depth = 0,
-				max = 0;
-	bool		in_string = false;
-
-	for (int i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (in_string)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '{' || c == '[')
-		{
-			depth++;
-			max = Max(max, depth);
-		}
-		else if (c == '}' || c == ']')
-			depth--;
-	}
-	return max;
-}
-
-/*
- * One pass of PostgreSQL's JSON parser builds the document as an in-memory
- * JsonbValue (keys sorted, the last of duplicates kept, as in jsonb) and
- * never throws: syntax errors, \u0000 and bad surrogates come back as error
- * codes, and numbers too long for numeric_in are noted instead of parsed.
- */
-typedef struct EaBuild
-{
-	JsonbParseState *ps;
-	JsonbValue *root;
-	bool		number_out_of_range;
-	char	   *bad_number;
-} EaBuild;
-
-static void
-b_object_start(void *state)
-{
-	EaBuild    *b = state;
-
-	if (!b->number_out_of_range)
-		pushJsonbValue(&b->ps, WJB_BEGIN_OBJECT, NULL);
-}
-
-static void
-b_object_end(void *state)
-{
-	EaBuild    *b = state;
-
-	if (!b->number_out_of_range)
-		b->root = pushJsonbValue(&b->ps, WJB_END_OBJECT, NULL);
-}
-
-static void
-b_array_start(void *state)
-{
-	EaBuild    *b = state;
-
-	if (!b->number_out_of_range)
-		pushJsonbValue(&b->ps, WJB_BEGIN_ARRAY, NULL);
-}
-
-static void
-b_array_end(void *state)
-{
-	EaBuild    *b = state;
-
-	if (!b->number_out_of_range)
-		b->root = pushJsonbValue(&b->ps, WJB_END_ARRAY, NULL);
-}
-
-static void
-b_field_start(void *state, char *fname, bool isnull)
-{
-	EaBuild    *b = state;
-	JsonbValue	k;
-
-	if (b->number_out_of_range)
-		return;
-	k.type = jbvString;
-	k.val.string.val = fname;
-	k.val.string.len = strlen(fname);
-	pushJsonbValue(&b->ps, WJB_KEY, &k);
-}
-
-static void
-b_scalar(void *state, char *token, JsonTokenType type)
-{
-	EaBuild    *b = state;
-	JsonbValue	v;
-
-	if (b->number_out_of_range)
-		return;
-	switch (type)
-	{
-		case JSON_TOKEN_STRING:
-			v.type = jbvString;
-			v.val.string.val = token;
-			v.val.string.len = strlen(token);
-			break;
-		case JSON_TOKEN_NUMBER:
-			{
-				char	   *e = strpbrk(token, "eE");
-
-				if (strlen(token) > EA_MAX_NUMBER_CHARS ||
-					(e && (strlen(e + 1) > 5 || abs(atoi(e + 1)) > EA_MAX_NUMBER_CHARS)))
-				{
-					b->number_out_of_range = true;
-					b->bad_number = pnstrdup(token, Min(strlen(token), EA_SHOWN_BYTES));
-					return;
-				}
-				v.type = jbvNumeric;
-				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																	CStringGetDatum(token),
-																	ObjectIdGetDatum(InvalidOid),
-																	Int32GetDatum(-1)));
-				break;
-			}
-		case JSON_TOKEN_TRUE:
-		case JSON_TOKEN_FALSE:
-			v.type = jbvBool;
-			v.val.boolean = (type == JSON_TOKEN_TRUE);
-			break;
-		default:
-			v.type = jbvNull;
-			break;
-	}
-	if (b->ps == NULL)
-	{
-		/* a scalar document: wrapped in a raw-scalar array, as jsonb does */
-		JsonbValue	va;
-
-		va.type = jbvArray;
-		va.val.array.rawScalar = true;
-		va.val.array.nElems = 1;
-		pushJsonbValue(&b->ps, WJB_BEGIN_ARRAY, &va);
-		pushJsonbValue(&b->ps, WJB_ELEM, &v);
-		b->root = pushJsonbValue(&b->ps, WJB_END_ARRAY, NULL);
-	}
-	else
-		pushJsonbValue(&b->ps, b->ps->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
-}
-
 bool
 ea_vendor_is_dragonfly(const char *vendor)
 {
@@ -882,13 +727,9 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 		 Jsonb **normalized)
 {
 	EaState		st = {0};
-	EaBuild		b = {0};
-	JsonLexContext *lex;
-	JsonSemAction sem = {0};
-	JsonParseErrorType err;
+	JsonSoftError err;
 	JsonbValue *root;
 	JsonbValue *out;
-	int			depth;
 	int			i = 0;
 
 	st.stop_at_first = stop_at_first;
@@ -902,44 +743,18 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 					"document is %d bytes, more than the %d kB limit", len, ea_max_size_kb);
 		return st.problems;
 	}
-	depth = json_depth(json, len);
-	if (depth > EA_MAX_DEPTH)
-	{
-		add_problem(&st, ERRCODE_CHECK_VIOLATION, "", NULL, NULL,
-					"document is nested %d levels deep; at most %d levels are allowed",
-					depth, EA_MAX_DEPTH);
-		return st.problems;
-	}
-
 	/* Harbor 2.13's text column holds '' for a policy without attributes. */
 	while (i < len && isspace((unsigned char) json[i]))
 		i++;
 	if (i == len)
 		goto no_attrs;
 
-	lex = makeJsonLexContextCstringLen(pnstrdup(json, len), len,
-									   GetDatabaseEncoding(), true);
-	sem.semstate = &b;
-	sem.object_start = b_object_start;
-	sem.object_end = b_object_end;
-	sem.array_start = b_array_start;
-	sem.array_end = b_array_end;
-	sem.object_field_start = b_field_start;
-	sem.scalar = b_scalar;
-	err = pg_parse_json(lex, &sem);
-	if (err != JSON_SUCCESS)
+	root = json_parse_soft(json, len, EA_MAX_DEPTH, &err);
+	if (root == NULL)
 	{
-		add_problem(&st, ERRCODE_INVALID_TEXT_REPRESENTATION, "",
-					json_errdetail(err, lex), NULL, "document is not valid JSON");
+		add_problem(&st, err.sqlstate, "", err.detail, NULL, "%s", err.message);
 		return st.problems;
 	}
-	if (b.number_out_of_range)
-	{
-		add_problem(&st, ERRCODE_CHECK_VIOLATION, "", NULL, NULL,
-					"number %s is out of range", b.bad_number);
-		return st.problems;
-	}
-	root = b.root;
 
 	if (root->type == jbvArray)
 	{
