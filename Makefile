@@ -6,18 +6,24 @@ OBJS = \
 	src/extra_attrs.o \
 	src/json_soft.o \
 	src/policy_trigger.o \
-	src/extra_attrs_sql.o
+	src/extra_attrs_sql.o \
+	src/http.o \
+	src/harbor_auth.o \
+	src/dragonfly.o \
+	src/dispatch.o \
+	src/queue_sql.o
 
 # Install and upgrade scripts live in sql/ and start with "p2p_preheat--";
 # every other file in sql/ is a pg_regress test.
 DATA = $(wildcard sql/p2p_preheat--*.sql)
 
-REGRESS = validate migrate event_trigger
+REGRESS = validate migrate event_trigger dispatch upgrade
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
-	-Wno-sign-compare -Wno-cast-function-type
-SHLIB_LINK = 
+	-Wno-sign-compare -Wno-cast-function-type -DP2P_PREHEAT_VERSION=\"$(EXT_VERSION)\"
+SHLIB_LINK = -lcurl -lcrypto
+EXT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" p2p_preheat.control)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

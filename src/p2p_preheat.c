@@ -7,7 +7,10 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "dispatch.h"
 #include "extra_attrs.h"
+#include "harbor_auth.h"
+#include "http.h"
 
 PG_MODULE_MAGIC;
 
@@ -31,5 +34,70 @@ _PG_init(void)
 							64, 1, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	/* where Dragonfly fetches images from, and how it logs in there */
+	DefineCustomStringVariable("p2p_preheat.registry_url",
+							   "Harbor's external URL, as Dragonfly reaches it.",
+							   "Manifest URLs are built as <registry_url>/v2/<project>/<repository>/manifests/<tag>.",
+							   &dispatch_registry_url, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.registry_credentials_file",
+							   "File holding {\"username\": ..., \"password\": ...} of a registry robot account.",
+							   "Read by the server; sent to Dragonfly as args.username and args.password.",
+							   &registry_credentials_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.secret_key_file",
+							   "Harbor's secret key file, to decrypt auth_data stored as <enc-v1>.",
+							   NULL,
+							   &harbor_secret_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	/* HTTP */
+	DefineCustomIntVariable("p2p_preheat.max_in_flight",
+							"Most HTTP requests to Dragonfly in flight at once.",
+							NULL, &http_max_in_flight, 64, 1, 10000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.connect_timeout",
+							"Time allowed to connect to Dragonfly.",
+							NULL, &http_connect_timeout_ms, 5000, 1, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.request_timeout",
+							"Time allowed for a whole request to Dragonfly.",
+							NULL, &http_request_timeout_ms, 30000, 1, 3600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.ca_file",
+							   "CA bundle to verify Dragonfly's TLS certificate with (empty: the system's).",
+							   NULL, &http_ca_file, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	/* retries and following jobs */
+	DefineCustomIntVariable("p2p_preheat.max_attempts",
+							"Attempts to create a job before it fails, for transient errors.",
+							NULL, &dispatch_max_attempts, 8, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.retry_base",
+							"First retry delay; doubled each attempt, with jitter.",
+							NULL, &dispatch_retry_base_ms, 1000, 1, 3600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.retry_max",
+							"Longest retry delay.",
+							NULL, &dispatch_retry_max_ms, 300000, 1, 86400000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.poll_schedule",
+							   "Seconds after a job's creation to ask Dragonfly for its state; the last value repeats.",
+							   "The default follows the instants Dragonfly updates a job: 30, 90, 210, 450 s, then every 300 s.",
+							   &dispatch_poll_schedule, "31,91,211,451,300",
+							   PGC_SUSET, 0,
+							   dispatch_check_poll_schedule, dispatch_assign_poll_schedule, NULL);
+	DefineCustomIntVariable("p2p_preheat.give_up_after",
+							"Time after which a job Dragonfly has not finished is failed.",
+							"Dragonfly itself fails a job after about 62.5 minutes.",
+							&dispatch_give_up_after_s, 3900, 1, 86400 * 7,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.lease",
+							"How long a claimed job stays out of other dispatchers' reach.",
+							NULL, &dispatch_lease_s, 300, 1, 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("p2p_preheat");
 }

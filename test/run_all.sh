@@ -11,6 +11,13 @@ build_and_install
 work=$(make_workdir)
 trap 'rm -rf "$work"' EXIT
 cp -r "$REPO/sql" "$REPO/expected" "$REPO/test" "$work/"
+start_standin "$work" "${STANDIN_TEST_AUTH[@]}"
+trap 'stop_standin; rm -rf "$work"' EXIT
+# paths known only now: the secret files the suite's instances use
+cat >>"$work/test/regress.conf" <<CONF
+p2p_preheat.secret_key_file = '$work/test/fixtures/harbor_secret.key'
+p2p_preheat.registry_credentials_file = '$work/test/fixtures/registry_robot.json'
+CONF
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$work"
 
 tests=$(make -C "$REPO" -s --no-print-directory print-regress 2>/dev/null || true)

@@ -73,3 +73,33 @@ start_cluster() {
 stop_cluster() {
 	as_pg pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# start_standin DIR [options...]: the Dragonfly stand-in on a free loopback
+# port; sets DRAGONFLY_PORT and DRAGONFLY_LOG.  Secrets the tests use are
+# the stand-in's valid credentials.
+start_standin() {
+	local dir=$1
+	shift
+	rm -f "$dir/standin.port"
+	${STANDIN:-/usr/bin/python3 "$REPO/test/dragonfly_standin.py"} --host 127.0.0.1 --port 0 \
+		--port-file "$dir/standin.port" --log-file "$dir/standin.log" "$@" \
+		>"$dir/standin.out" 2>&1 &
+	STANDIN_PID=$!
+	for _ in $(seq 1 100); do
+		[ -s "$dir/standin.port" ] && break
+		sleep 0.05
+	done
+	[ -s "$dir/standin.port" ] || { cat "$dir/standin.out" >&2; echo "stand-in did not start" >&2; return 1; }
+	DRAGONFLY_PORT=$(cat "$dir/standin.port")
+	DRAGONFLY_LOG="$dir/standin.log"
+	export DRAGONFLY_PORT DRAGONFLY_LOG STANDIN_PID
+}
+
+stop_standin() {
+	[ -n "${STANDIN_PID:-}" ] && kill "$STANDIN_PID" 2>/dev/null && wait "$STANDIN_PID" 2>/dev/null
+	STANDIN_PID=
+}
+
+# The credentials the test suite's stand-in accepts (see test/fixtures/).
+STANDIN_TEST_AUTH=(--token t-secret-1 --token t-encrypted-7 --basic d7y-user:d7y-pass-3
+	--header X-Api-Key:k-custom-5 --inactive-token t-inactive-4)

@@ -1,0 +1,46 @@
+-- ALTER EXTENSION UPDATE from every released version, with work in flight,
+-- and DROP EXTENSION leaving Harbor's data alone.
+\set SHOW_CONTEXT never
+CREATE DATABASE harbor_upgrade;
+\c harbor_upgrade
+\set ECHO none
+\i test/fixtures/harbor.sql
+\set ECHO all
+SELECT harbor_fixture.create_tables('2.12');
+SELECT harbor_fixture.add_instances();
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, scope)
+VALUES (1, 'nightly', 1, 1, 'all_peers');
+
+-- 1.0: the migration and the trigger
+CREATE EXTENSION p2p_preheat VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, extra_attrs)
+VALUES (2, 'weekly', 1, 1, '{"scope": "single_peer", "cluster_ids": [3]}');
+
+-- 1.0 -> 1.1: the job queue arrives; the policies and the trigger stay
+ALTER EXTENSION p2p_preheat UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+SELECT id, name, extra_attrs FROM p2p_preheat_policy ORDER BY id;
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, extra_attrs)
+VALUES (3, 'broken', 1, 1, '{"cluster_ids": "3"}');
+SET p2p_preheat.registry_url = 'https://harbor.example.com';
+SELECT p2p_preheat.preheat(2, 'app', '1.0') AS job;
+SELECT id, url, attrs, state FROM p2p_preheat.job;
+
+-- the same objects as a fresh 1.1 install
+CREATE TEMP TABLE upgraded AS
+SELECT pg_describe_object(classid, objid, objsubid) AS object
+  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'p2p_preheat');
+DROP EXTENSION p2p_preheat;
+SELECT count(*) AS jobs_table_left FROM pg_class WHERE relname = 'job' AND relnamespace::regnamespace::text = 'p2p_preheat';
+SELECT id, name, extra_attrs FROM p2p_preheat_policy ORDER BY id;
+CREATE EXTENSION p2p_preheat;
+SELECT object FROM upgraded
+EXCEPT
+SELECT pg_describe_object(classid, objid, objsubid)
+  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'p2p_preheat');
+SELECT count(*) AS objects FROM upgraded;
+\c contrib_regression
+DROP DATABASE harbor_upgrade;

@@ -1,0 +1,44 @@
+/*
+ * dispatch.h
+ *		The one dispatch engine: claim due jobs, talk to Dragonfly, record what
+ *		happened.  preheat_dispatch() runs the three steps in the caller's
+ *		transaction; the background worker runs claim and record in short
+ *		transactions of their own and keeps HTTP outside any transaction.
+ */
+#ifndef P2P_PREHEAT_DISPATCH_H
+#define P2P_PREHEAT_DISPATCH_H
+
+#include "nodes/pg_list.h"
+#include "utils/guc.h"
+
+typedef struct DispatchCounts
+{
+	int64		sent;			/* POSTs Dragonfly accepted */
+	int64		polled;			/* status requests answered or failed */
+	int64		succeeded;
+	int64		failed;
+	int64		retried;
+} DispatchCounts;
+
+/* GUCs, defined in p2p_preheat.c */
+extern int	dispatch_max_attempts;
+extern int	dispatch_retry_base_ms;
+extern int	dispatch_retry_max_ms;
+extern int	dispatch_give_up_after_s;
+extern int	dispatch_lease_s;
+extern char *dispatch_poll_schedule;
+extern char *dispatch_registry_url;
+
+extern bool dispatch_check_poll_schedule(char **newval, void **extra, GucSource source);
+extern void dispatch_assign_poll_schedule(const char *newval, void *extra);
+
+/* Needs SPI to be usable (a transaction); returns DispatchJob list. */
+extern List *dispatch_claim(int max_jobs);
+
+/* No transaction needed; returns when every job has an answer. */
+extern void dispatch_run(List *jobs);
+
+/* Needs a transaction. */
+extern void dispatch_record(List *jobs, DispatchCounts *counts);
+
+#endif

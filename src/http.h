@@ -1,0 +1,69 @@
+/*
+ * http.h
+ *		Many HTTP transfers in flight from one backend, without blocking.
+ *
+ * libcurl's multi interface drives the transfers; its sockets live in an
+ * epoll set that sits in a PostgreSQL WaitEventSet beside the process latch,
+ * so query cancel, SIGTERM and postmaster death are noticed at once even
+ * while every transfer is stalled.  Connections are kept between calls.
+ */
+#ifndef P2P_PREHEAT_HTTP_H
+#define P2P_PREHEAT_HTTP_H
+
+#include <curl/curl.h>
+
+typedef struct HttpRequest
+{
+	/* set by the caller before http_start() */
+	const char *url;
+	const char *method;			/* "GET" or "POST" */
+	const char *body;			/* POST body, copied by libcurl */
+	const char *auth_header;	/* "Name: value", may be NULL; copied */
+	bool		insecure;		/* skip TLS verification */
+	void	   *arg;			/* the caller's */
+
+	/* filled in when the transfer ends */
+	bool		done;
+	CURLcode	result;
+	long		status;
+	char	   *response;		/* palloc'd, NUL-terminated, may be NULL */
+	size_t		response_len;
+	char	   *location;		/* redirect target, palloc'd, or NULL */
+	char		errbuf[CURL_ERROR_SIZE];
+
+	/* private */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char	   *buf;			/* malloc'd while libcurl writes into it */
+	size_t		buf_len;
+	size_t		buf_cap;
+	bool		too_large;
+	struct HttpRequest *prev;	/* in-flight list */
+	struct HttpRequest *next;
+} HttpRequest;
+
+/* Settings, from GUCs in p2p_preheat.c */
+extern int	http_connect_timeout_ms;
+extern int	http_request_timeout_ms;
+extern int	http_max_in_flight;
+extern char *http_ca_file;
+
+extern void http_start(HttpRequest *req);
+
+/*
+ * Wait up to timeout_ms for transfers to progress.  Returns finished
+ * requests, at most max, through done[].  Returns early, with 0, when the
+ * latch is set; interrupts are checked before it returns.
+ */
+extern int	http_wait(long timeout_ms, HttpRequest **done, int max,
+					  uint32 wait_event_info);
+
+extern int	http_in_flight(void);
+
+/* Stop every transfer in flight (after an error, or on shutdown). */
+extern void http_abort_all(void);
+
+/* A short, secret-free description of a transport failure. */
+extern const char *http_error_text(const HttpRequest *req);
+
+#endif
