@@ -17,6 +17,8 @@ trap 'stop_standin; rm -rf "$work"' EXIT
 cat >>"$work/test/regress.conf" <<CONF
 p2p_preheat.secret_key_file = '$work/test/fixtures/harbor_secret.key'
 p2p_preheat.registry_credentials_file = '$work/test/fixtures/registry_robot.json'
+p2p_preheat_test.endpoint = 'http://127.0.0.1:$DRAGONFLY_PORT'
+p2p_preheat_test.standin_log = '$DRAGONFLY_LOG'
 CONF
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$work"
 
@@ -30,11 +32,22 @@ as_pg "$PGXS_DIR/../test/regress/pg_regress" \
 	--inputdir="$work" --outputdir="$work" \
 	--dbname=contrib_regression \
 	$tests || status=$?
-if [ $status -ne 0 ]; then
-	cat "$work/regression.diffs" 2>/dev/null | head -300
-	cp "$work/regression.diffs" "$REPO/regression.diffs" 2>/dev/null || true
-	mkdir -p "$REPO/results" && cp "$work"/results/*.out "$REPO/results/" 2>/dev/null || true
-	echo "pg_regress failed" >&2
-	exit $status
-fi
+report_failure() {
+	cat "$1/regression.diffs" 2>/dev/null | head -300
+	cp "$1/regression.diffs" "$REPO/regression.diffs" 2>/dev/null || true
+	mkdir -p "$REPO/results" && cp "$1"/results/*.out "$REPO/results/" 2>/dev/null || true
+	echo "$2 failed" >&2
+	exit 1
+}
+[ $status -eq 0 ] || report_failure "$work" pg_regress
+
+# isolation specs: concurrent sessions against their own throwaway instance
+iso="$work/test/isolation"
+as_pg "$PGXS_DIR/../test/isolation/pg_isolation_regress" \
+	--temp-instance="$iso/tmp_check" \
+	--temp-config="$work/test/regress.conf" \
+	--bindir="$PG_BIN" \
+	--inputdir="$iso" --outputdir="$iso" \
+	$(cd "$REPO/test/isolation/specs" && ls *.spec | sed 's/\.spec$//') || report_failure "$iso" isolation
+
 echo "all tests passed"
