@@ -488,6 +488,8 @@ settle(DispatchJob *j, StringInfo out, DispatchCounts *c, double now)
 
 		if (j->needs_http)
 			c->polled++;
+		if (j->needs_http && a->verdict != DF_RETRY)
+			polls++;
 		switch (a->verdict)
 		{
 			case DF_SUCCEEDED:
@@ -499,8 +501,6 @@ settle(DispatchJob *j, StringInfo out, DispatchCounts *c, double now)
 			default:
 				if (a->verdict == DF_RETRY)
 					c->retried++;
-				else
-					polls++;
 				if (age >= dispatch_give_up_after_s)
 				{
 					state = "failed";
