@@ -128,6 +128,23 @@ SELECT * FROM p2p_preheat.preheat_dispatch();
 SELECT p2p_preheat.preheat(1, 'app', '3.0') <> :job AS new_job;
 SELECT * FROM dispatch_all();
 
+-- a request slower than p2p_preheat.request_timeout is retried, not waited for
+SET p2p_preheat.request_timeout = '300ms';
+SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/slow2000ms/manifests/1') AS slow_job \gset
+SELECT sent, retried, clock_timestamp() - statement_timestamp() < interval '1.5 s' AS quick
+  FROM p2p_preheat.preheat_dispatch();
+SELECT state, attempts, regexp_replace(last_error, '[0-9]+ milliseconds.*', '<n> milliseconds...') AS last_error
+  FROM p2p_preheat.job WHERE id = :slow_job;
+RESET p2p_preheat.request_timeout;
+-- query cancel (here statement_timeout) interrupts a dispatch waiting on HTTP;
+-- its claims roll back and the job is still queued, untouched
+UPDATE p2p_preheat.job SET next_attempt_at = clock_timestamp() WHERE id = :slow_job;
+SET statement_timeout = '300ms';
+SELECT * FROM p2p_preheat.preheat_dispatch();
+RESET statement_timeout;
+SELECT state, attempts FROM p2p_preheat.job WHERE id = :slow_job;
+SELECT p2p_preheat.cancel(:slow_job);
+
 -- only superusers (for now) may queue, cancel and dispatch
 CREATE ROLE plain_user;
 SET ROLE plain_user;
