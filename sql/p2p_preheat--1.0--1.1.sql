@@ -55,8 +55,6 @@ CREATE UNIQUE INDEX job_unfinished_identity ON p2p_preheat.job
 CREATE INDEX job_due ON p2p_preheat.job (next_attempt_at)
 	WHERE state IN ('queued', 'sending', 'running');
 
-CREATE INDEX job_policy ON p2p_preheat.job (policy_id);
-
 -- A caller's short-lived registry token, kept only until the job is sent.
 -- No privilege on it is granted to anyone: only the extension's owner reads it.
 CREATE TABLE p2p_preheat.job_secret (

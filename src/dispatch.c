@@ -22,7 +22,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/array.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -203,8 +205,12 @@ get_bool(HeapTuple tup, TupleDesc desc, int col)
 	return !isnull && DatumGetBool(d);
 }
 
+#define CLAIMED_COLUMNS \
+	"j.id, j.state, j.url, j.attrs, j.instance_id, j.dragonfly_job_id," \
+	" j.attempts, j.polls, extract(epoch FROM j.sent_at)::float8 AS sent_epoch"
+
 List *
-dispatch_claim(int max_jobs)
+dispatch_claim(int max_jobs, bool lease)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *jobs = NIL;
@@ -226,14 +232,7 @@ dispatch_claim(int max_jobs)
 				 "   ORDER BY next_attempt_at"
 				 "   LIMIT $1"
 				 "   FOR UPDATE SKIP LOCKED),"
-				 " u AS ("
-				 "  UPDATE p2p_preheat.job j"
-				 "     SET state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'sending' END,"
-				 "         lease_until = clock_timestamp() + make_interval(secs => $2),"
-				 "         updated_at = clock_timestamp()"
-				 "    FROM c WHERE j.id = c.id"
-				 "  RETURNING j.id, j.state, j.url, j.attrs, j.instance_id, j.dragonfly_job_id,"
-				 "            j.attempts, j.polls, extract(epoch FROM j.sent_at)::float8 AS sent_epoch)"
+				 " u AS (%s)"
 				 " SELECT u.id, u.state, u.url, u.attrs, u.instance_id, u.dragonfly_job_id,"
 				 "        u.attempts, u.polls, u.sent_epoch,"
 				 "        i.endpoint::text, i.auth_mode::text, i.auth_data::text,"
@@ -242,6 +241,16 @@ dispatch_claim(int max_jobs)
 				 "   FROM u"
 				 "   LEFT JOIN %s.p2p_preheat_instance i ON i.id = u.instance_id"
 				 "   LEFT JOIN p2p_preheat.job_secret s ON s.job_id = u.id",
+				 lease ?
+				 "  UPDATE p2p_preheat.job j"
+				 "     SET state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'sending' END,"
+				 "         lease_until = clock_timestamp() + make_interval(secs => $2),"
+				 "         updated_at = clock_timestamp()"
+				 "    FROM c WHERE j.id = c.id"
+				 "  RETURNING " CLAIMED_COLUMNS :
+				 "  SELECT " CLAIMED_COLUMNS
+				 "    FROM p2p_preheat.job j JOIN c ON j.id = c.id"
+				 "   WHERE $2 IS NOT NULL",
 				 quote_identifier(schema));
 	args[0] = Int32GetDatum(max_jobs);
 	args[1] = Float8GetDatum((double) dispatch_lease_s);
@@ -256,7 +265,7 @@ dispatch_claim(int max_jobs)
 		DispatchJob *j = palloc0(sizeof(DispatchJob));
 		bool		isnull;
 		Datum		attrs = SPI_getbinval(t, d, 4, &isnull);
-		char	   *state = get_text(t, d, 2);
+		char	   *state = get_text(t, d, 2);	/* running or sending/queued */
 		char	   *sent = get_text(t, d, 9);
 
 		j->id = get_int8(t, d, 1);
@@ -428,19 +437,27 @@ dispatch_run(List *jobs)
 	PG_END_TRY();
 }
 
-static void
-append_text(StringInfo buf, const char *key, const char *val)
+/* What the answer means for the job: its next state and when to look again. */
+/* One array per column of the record query, a row per job. */
+typedef struct Outcomes
 {
-	appendStringInfo(buf, ",\"%s\":", key);
-	if (val)
-		escape_json(buf, val);
-	else
-		appendStringInfoString(buf, "null");
+	ArrayBuildState *col[13];
+} Outcomes;
+
+static const Oid outcome_types[13] = {
+	INT8OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, FLOAT8OID, INT8OID,
+	TEXTOID, INT4OID, TEXTOID, INT4OID, JSONBOID, BOOLOID
+};
+
+static void
+put(Outcomes *o, int col, Datum v, bool isnull)
+{
+	o->col[col] = accumArrayResult(o->col[col], v, isnull, outcome_types[col],
+								   CurrentMemoryContext);
 }
 
-/* What the answer means for the job: its next state and when to look again. */
 static void
-settle(DispatchJob *j, StringInfo out, DispatchCounts *c, double now)
+settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 {
 	DfAnswer   *a = &j->answer;
 	const char *state;
@@ -530,25 +547,20 @@ settle(DispatchJob *j, StringInfo out, DispatchCounts *c, double now)
 		finished = true;
 	}
 
-	if (out->len > 1)
-		appendStringInfoChar(out, ',');
-	appendStringInfo(out, "{\"id\":" INT64_FORMAT ",\"attempts\":%d,\"polls\":%d",
-					 j->id, attempts, polls);
-	append_text(out, "state", state);
-	if (next > 0)
-		appendStringInfo(out, ",\"next_epoch\":%.6f", next);
-	if (sent > 0)
-		appendStringInfo(out, ",\"sent_epoch\":%.6f", sent);
-	if (a->job_id > 0)
-		appendStringInfo(out, ",\"df_id\":" INT64_FORMAT, a->job_id);
-	append_text(out, "df_state", a->state);
-	if (j->needs_http && j->req.done && j->req.status > 0)
-		appendStringInfo(out, ",\"http_status\":%ld", j->req.status);
-	append_text(out, "error", error);
-	appendStringInfo(out, ",\"failed_peers\":%d", a->failed_peers);
-	if (a->result)
-		appendStringInfo(out, ",\"result\":%s", a->result);
-	appendStringInfo(out, ",\"finished\":%s}", finished ? "true" : "false");
+	put(out, 0, Int64GetDatum(j->id), false);
+	put(out, 1, CStringGetTextDatum(state), false);
+	put(out, 2, Int32GetDatum(attempts), false);
+	put(out, 3, Int32GetDatum(polls), false);
+	put(out, 4, Float8GetDatum(next), next <= 0);
+	put(out, 5, Float8GetDatum(sent), sent <= 0);
+	put(out, 6, Int64GetDatum(a->job_id), a->job_id <= 0);
+	put(out, 7, a->state ? CStringGetTextDatum(a->state) : (Datum) 0, a->state == NULL);
+	put(out, 8, Int32GetDatum((int32) j->req.status),
+		!(j->needs_http && j->req.done && j->req.status > 0));
+	put(out, 9, error ? CStringGetTextDatum(error) : (Datum) 0, error == NULL);
+	put(out, 10, Int32GetDatum(a->failed_peers), false);
+	put(out, 11, JsonbPGetDatum(a->result), a->result == NULL);
+	put(out, 12, BoolGetDatum(finished), false);
 
 	if (finished || error)
 		elog(finished && strcmp(state, "failed") == 0 ? LOG : DEBUG1,
@@ -559,29 +571,29 @@ settle(DispatchJob *j, StringInfo out, DispatchCounts *c, double now)
 void
 dispatch_record(List *jobs, DispatchCounts *counts)
 {
-	StringInfoData out;
+	Outcomes	out = {0};
 	ListCell   *lc;
 	double		now = now_epoch();
-	Oid			argtype = JSONBOID;
-	Datum		arg;
+	Oid			argtypes[13];
+	Datum		args[13];
 
 	if (jobs == NIL)
 		return;
-	initStringInfo(&out);
-	appendStringInfoChar(&out, '[');
 	foreach(lc, jobs)
 		settle(lfirst(lc), &out, counts, now);
-	appendStringInfoChar(&out, ']');
+	for (int i = 0; i < 13; i++)
+	{
+		argtypes[i] = get_array_type(outcome_types[i]);
+		args[i] = makeArrayResult(out.col[i], CurrentMemoryContext);
+	}
 
-	arg = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(
 							  "WITH o AS ("
-							  "  SELECT * FROM jsonb_to_recordset($1) AS o(id bigint, state text,"
-							  "    attempts int, polls int, next_epoch float8, sent_epoch float8,"
-							  "    df_id bigint, df_state text, http_status int, error text,"
-							  "    failed_peers int, result jsonb, finished bool)),"
+							  "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+							  "    AS o(id, state, attempts, polls, next_epoch, sent_epoch, df_id, df_state,"
+							  "         http_status, error, failed_peers, result, finished)),"
 							  " u AS ("
 							  "  UPDATE p2p_preheat.job j"
 							  "     SET state = o.state, attempts = o.attempts, polls = o.polls,"
@@ -597,11 +609,11 @@ dispatch_record(List *jobs, DispatchCounts *counts)
 							  "         lease_until = NULL,"
 							  "         updated_at = clock_timestamp()"
 							  "    FROM o"
-							  "   WHERE j.id = o.id AND j.state IN ('sending', 'running')"
+							  "   WHERE j.id = o.id AND j.state IN ('queued', 'sending', 'running')"
 							  "  RETURNING j.id, j.state)"
 							  " DELETE FROM p2p_preheat.job_secret s USING u"
 							  "  WHERE s.job_id = u.id AND u.state <> 'queued'",
-							  1, &argtype, &arg, NULL, false, 0) < 0)
+							  13, argtypes, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not record preheat outcomes");
 	SPI_finish();
 }

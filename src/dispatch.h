@@ -32,8 +32,12 @@ extern char *dispatch_registry_url;
 extern bool dispatch_check_poll_schedule(char **newval, void **extra, GucSource source);
 extern void dispatch_assign_poll_schedule(const char *newval, void *extra);
 
-/* Needs SPI to be usable (a transaction); returns DispatchJob list. */
-extern List *dispatch_claim(int max_jobs);
+/*
+ * Needs a transaction; returns a DispatchJob list.  With lease, claimed jobs
+ * are marked (sending, lease_until) so they stay claimed after a commit;
+ * without, the row locks of the caller's transaction are the claim.
+ */
+extern List *dispatch_claim(int max_jobs, bool lease);
 
 /* No transaction needed; returns when every job has an answer. */
 extern void dispatch_run(List *jobs);

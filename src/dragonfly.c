@@ -8,7 +8,9 @@
  */
 #include "postgres.h"
 
+#include "common/jsonapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 
@@ -235,6 +237,104 @@ failure_reason(JsonbValue *job)
 	return buf.data;
 }
 
+/*
+ * An accepted job needs only its top-level id and state: scan for those two
+ * without building the document (the full answer is kept from the polls).
+ */
+typedef struct JobScan
+{
+	int			depth;
+	const char *field;			/* top-level field being read, or NULL */
+	int64		id;
+	char	   *state;
+	bool		is_object;
+} JobScan;
+
+static void
+scan_object_start(void *s)
+{
+	JobScan    *js = s;
+
+	if (js->depth++ == 0)
+		js->is_object = true;
+}
+
+static void
+scan_object_end(void *s)
+{
+	((JobScan *) s)->depth--;
+}
+
+static void
+scan_array_start(void *s)
+{
+	((JobScan *) s)->depth++;
+}
+
+static void
+scan_array_end(void *s)
+{
+	((JobScan *) s)->depth--;
+}
+
+static void
+scan_field_start(void *s, char *fname, bool isnull)
+{
+	JobScan    *js = s;
+
+	js->field = NULL;
+	if (js->depth == 1 && (strcmp(fname, "id") == 0 || strcmp(fname, "state") == 0))
+		js->field = strcmp(fname, "id") == 0 ? "id" : "state";
+}
+
+static void
+scan_scalar(void *s, char *token, JsonTokenType type)
+{
+	JobScan    *js = s;
+
+	if (js->depth != 1 || js->field == NULL)
+		return;
+	if (js->field[0] == 'i' && type == JSON_TOKEN_NUMBER)
+	{
+		char	   *end;
+
+		errno = 0;
+		js->id = strtoi64(token, &end, 10);
+		if (errno || *end)
+			js->id = 0;
+	}
+	else if (js->field[0] == 's' && type == JSON_TOKEN_STRING)
+		js->state = token;
+	js->field = NULL;
+}
+
+static bool
+scan_job(const HttpRequest *req, int64 *id, char **state)
+{
+	JobScan		js = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+
+	if (req->response == NULL)
+		return false;
+	lex = makeJsonLexContextCstringLen(req->response, req->response_len,
+									   GetDatabaseEncoding(), true);
+	sem.semstate = &js;
+	sem.object_start = scan_object_start;
+	sem.object_end = scan_object_end;
+	sem.array_start = scan_array_start;
+	sem.array_end = scan_array_end;
+	sem.object_field_start = scan_field_start;
+	sem.scalar = scan_scalar;
+	/* Dragonfly's job objects are shallow; refuse absurd nesting first */
+	if (json_depth(req->response, req->response_len) > 64 ||
+		pg_parse_json(lex, &sem) != JSON_SUCCESS || !js.is_object)
+		return false;
+	*id = js.id;
+	*state = js.state;
+	return js.id > 0 && js.state != NULL;
+}
+
 void
 df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 {
@@ -280,6 +380,21 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 		return;
 	}
 
+	if (!is_poll)
+	{
+		if (scan_job(req, &a->job_id, &a->state))
+		{
+			a->verdict = DF_ACCEPTED;
+			return;
+		}
+		a->verdict = DF_RETRY;
+		a->job_id = 0;
+		a->state = NULL;
+		a->error = psprintf("Dragonfly answered HTTP 200 with %s, not a job object",
+							shown_answer(req));
+		return;
+	}
+
 	job = req->response ? json_parse_soft(req->response, req->response_len, 64, &err) : NULL;
 	state = jbv_get(job, "state");
 	a->job_id = json_int(jbv_get(job, "id"));
@@ -294,11 +409,9 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 	}
 	a->state = pnstrdup(state->val.string.val, state->val.string.len);
 	redact(job);
-	a->result = jbv_to_cstring(job);
+	a->result = JsonbValueToJsonb(job);
 
-	if (!is_poll)
-		a->verdict = DF_ACCEPTED;
-	else if (strcmp(a->state, "SUCCESS") == 0)
+	if (strcmp(a->state, "SUCCESS") == 0)
 	{
 		StringInfoData why;
 

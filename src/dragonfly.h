@@ -26,7 +26,7 @@ typedef struct DfAnswer
 	char	   *state;			/* Dragonfly's job state, or NULL */
 	char	   *error;			/* why it failed or will be retried */
 	int			failed_peers;	/* failure_tasks of a finished job */
-	char	   *result;			/* the job object, redacted, as JSON text */
+	Jsonb	   *result;			/* the job object, redacted */
 } DfAnswer;
 
 extern char *df_jobs_url(const char *endpoint, int64 job_id);

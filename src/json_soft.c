@@ -22,7 +22,7 @@
 #define SHOWN_NUMBER_CHARS 40
 
 /* Depth of the deepest array or object, found without recursion. */
-static int
+int
 json_depth(const char *s, int len)
 {
 	int			depth = 0,

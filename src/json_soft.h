@@ -22,6 +22,9 @@ typedef struct JsonSoftError
 extern JsonbValue *json_parse_soft(const char *json, int len, int max_depth,
 								   JsonSoftError *err);
 
+/* Depth of the deepest array or object, found without recursion. */
+extern int	json_depth(const char *s, int len);
+
 /* Member of an in-memory object, or NULL. */
 extern JsonbValue *jbv_get(JsonbValue *obj, const char *key);
 

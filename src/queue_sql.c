@@ -31,7 +31,8 @@ p2p_preheat_dispatch(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_jobs must not be negative, not %d", max_jobs)));
 
-	jobs = dispatch_claim(max_jobs);
+	/* one transaction: its row locks are the claim, no lease to write */
+	jobs = dispatch_claim(max_jobs, false);
 	dispatch_run(jobs);
 	dispatch_record(jobs, &c);
 

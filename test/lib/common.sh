@@ -103,3 +103,10 @@ stop_standin() {
 # The credentials the test suite's stand-in accepts (see test/fixtures/).
 STANDIN_TEST_AUTH=(--token t-secret-1 --token t-encrypted-7 --basic d7y-user:d7y-pass-3
 	--header X-Api-Key:k-custom-5 --inactive-token t-inactive-4)
+
+# The C stand-in and its load generator (test/standin/).
+build_standin() {
+	make -C "$REPO/test/standin" -s >/dev/null
+	STANDIN="$REPO/test/standin/dragonfly_standin"
+	export STANDIN
+}
