@@ -33,3 +33,6 @@ include $(PGXS)
 print-regress:
 	@echo $(REGRESS)
 .PHONY: print-regress
+
+# PGXS does not track headers: rebuild every object when any header changes.
+$(OBJS): $(wildcard src/*.h)

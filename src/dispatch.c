@@ -378,40 +378,8 @@ forget_secrets(DispatchJob *j)
 	j->headers = NULL;
 }
 
-/* Keep up to http_max_in_flight transfers going until every job has its answer. */
-static void
-run_transfers(List *jobs)
-{
-	ListCell   *next = list_head(jobs);
-	HttpRequest *done[64];
-
-	for (;;)
-	{
-		int			n;
-
-		while (next && http_in_flight() < http_max_in_flight)
-		{
-			DispatchJob *j = lfirst(next);
-
-			next = lnext(jobs, next);
-			if (j->needs_http)
-				http_start(&j->req);
-		}
-		if (http_in_flight() == 0 && next == NULL)
-			break;
-		n = http_wait(1000, done, lengthof(done), PG_WAIT_EXTENSION);
-		for (int i = 0; i < n; i++)
-		{
-			DispatchJob *j = done[i]->arg;
-
-			df_read_answer(&j->req, j->is_poll, &j->answer);
-			forget_secrets(j);
-		}
-	}
-}
-
 void
-dispatch_run(List *jobs)
+dispatch_prepare(List *jobs)
 {
 	char	   *username = NULL;
 	char	   *password = NULL;
@@ -423,10 +391,51 @@ dispatch_run(List *jobs)
 		prepare(lfirst(lc), username, password, cred_error);
 	secret_free(username);
 	secret_free(password);
+}
 
+List *
+dispatch_pump(DispatchQueue *q, long timeout_ms)
+{
+	List	   *answered = NIL;
+	HttpRequest *done[64];
+	int			n;
+
+	while (q->next < list_length(q->jobs) && http_in_flight() < http_max_in_flight)
+	{
+		DispatchJob *j = list_nth(q->jobs, q->next++);
+
+		if (j->needs_http)
+			http_start(&j->req);
+		else
+			answered = lappend(answered, j);
+	}
+	if (answered != NIL || http_in_flight() == 0)
+		return answered;
+
+	n = http_wait(timeout_ms, done, lengthof(done), PG_WAIT_EXTENSION);
+	for (int i = 0; i < n; i++)
+	{
+		DispatchJob *j = done[i]->arg;
+		MemoryContext old = MemoryContextSwitchTo(j->req.cxt);
+
+		df_read_answer(&j->req, j->is_poll, &j->answer);
+		forget_secrets(j);
+		MemoryContextSwitchTo(old);
+		answered = lappend(answered, j);
+	}
+	return answered;
+}
+
+void
+dispatch_run(List *jobs)
+{
+	DispatchQueue q = {jobs, 0};
+
+	dispatch_prepare(jobs);
 	PG_TRY();
 	{
-		run_transfers(jobs);
+		while (q.next < list_length(q.jobs) || http_in_flight() > 0)
+			dispatch_pump(&q, 1000);
 	}
 	PG_CATCH();
 	{

@@ -39,7 +39,24 @@ extern void dispatch_assign_poll_schedule(const char *newval, void *extra);
  */
 extern List *dispatch_claim(int max_jobs, bool lease);
 
-/* No transaction needed; returns when every job has an answer. */
+/* Claimed jobs not yet started, consumed from the head. */
+typedef struct DispatchQueue
+{
+	List	   *jobs;
+	int			next;
+} DispatchQueue;
+
+/* Build each job's request; no transaction needed from here on. */
+extern void dispatch_prepare(List *jobs);
+
+/*
+ * Start queued jobs while fewer than p2p_preheat.max_in_flight are in
+ * flight, wait up to timeout_ms, and return the jobs whose answer is in.
+ * Callers catch errors and call http_abort_all().
+ */
+extern List *dispatch_pump(DispatchQueue *q, long timeout_ms);
+
+/* prepare + pump until every job has its answer. */
 extern void dispatch_run(List *jobs);
 
 /* Needs a transaction. */

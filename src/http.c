@@ -158,6 +158,8 @@ http_start(HttpRequest *req)
 		elog(ERROR, "could not create a libcurl handle");
 	req->easy = e;
 	req->done = false;
+	if (req->cxt == NULL)
+		req->cxt = CurrentMemoryContext;
 	req->errbuf[0] = '\0';
 	req->headers = curl_slist_append(NULL, "Accept: application/json");
 	if (strcmp(req->method, "POST") == 0)
@@ -221,10 +223,17 @@ collect(HttpRequest **done, int max)
 		req->result = msg->data.result;
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
 		curl_easy_getinfo(req->easy, CURLINFO_REDIRECT_URL, &loc);
-		req->location = loc ? pstrdup(loc) : NULL;
+		/* answers live as long as their request */
+		req->location = loc ? MemoryContextStrdup(req->cxt, loc) : NULL;
 		if (req->too_large)
 			req->result = CURLE_FILESIZE_EXCEEDED;
-		req->response = req->buf ? pnstrdup(req->buf, req->buf_len) : NULL;
+		req->response = NULL;
+		if (req->buf)
+		{
+			req->response = MemoryContextAlloc(req->cxt, req->buf_len + 1);
+			memcpy(req->response, req->buf, req->buf_len);
+			req->response[req->buf_len] = '\0';
+		}
 		req->response_len = req->buf_len;
 		release_request(req);
 		req->done = true;

@@ -12,6 +12,8 @@
 
 #include <curl/curl.h>
 
+#include "utils/palloc.h"
+
 typedef struct HttpRequest
 {
 	/* set by the caller before http_start() */
@@ -21,6 +23,7 @@ typedef struct HttpRequest
 	const char *auth_header;	/* "Name: value", may be NULL; copied */
 	bool		insecure;		/* skip TLS verification */
 	void	   *arg;			/* the caller's */
+	MemoryContext cxt;			/* where the answer goes; default: current */
 
 	/* filled in when the transfer ends */
 	bool		done;
