@@ -11,7 +11,8 @@ OBJS = \
 	src/harbor_auth.o \
 	src/dragonfly.o \
 	src/dispatch.o \
-	src/queue_sql.o
+	src/queue_sql.o \
+	src/worker.o
 
 # Install and upgrade scripts live in sql/ and start with "p2p_preheat--";
 # every other file in sql/ is a pg_regress test.

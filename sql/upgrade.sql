@@ -27,7 +27,15 @@ SET p2p_preheat.registry_url = 'https://harbor.example.com';
 SELECT p2p_preheat.preheat(2, 'app', '1.0') AS job;
 SELECT id, url, attrs, state FROM p2p_preheat.job;
 
--- the same objects as a fresh 1.1 install
+-- 1.1 -> 1.2: the worker's functions; queued work is untouched
+ALTER EXTENSION p2p_preheat UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+SELECT id, url, state FROM p2p_preheat.job;
+SELECT p2p_preheat.preheat(2, 'app', '1.0') AS same_job, p2p_preheat.preheat(2, 'app', '2.0') AS new_job;
+-- not preloaded here: SQL calls work, and no worker runs
+SELECT pid, state, jobs_in_flight FROM p2p_preheat.worker_status();
+
+-- the same objects as a fresh install
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, objsubid) AS object
   FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'

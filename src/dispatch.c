@@ -75,6 +75,7 @@ typedef struct DispatchJob
 	HttpRequest req;
 	bool		needs_http;
 	DfAnswer	answer;
+	void	   *owner;
 } DispatchJob;
 
 /* p2p_preheat.poll_schedule: seconds after creation, the last repeating */
@@ -625,4 +626,65 @@ dispatch_record(List *jobs, DispatchCounts *counts)
 							  13, argtypes, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not record preheat outcomes");
 	SPI_finish();
+}
+
+void
+dispatch_set_owner(List *jobs, void *owner)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+		((DispatchJob *) lfirst(lc))->owner = owner;
+}
+
+void *
+dispatch_owner(void *job)
+{
+	return ((DispatchJob *) job)->owner;
+}
+
+void
+dispatch_release(List *jobs)
+{
+	ArrayBuildState *ids = NULL;
+	ListCell   *lc;
+	Oid			argtype = INT8ARRAYOID;
+	Datum		arg;
+
+	if (jobs == NIL)
+		return;
+	foreach(lc, jobs)
+		ids = accumArrayResult(ids, Int64GetDatum(((DispatchJob *) lfirst(lc))->id),
+							   false, INT8OID, CurrentMemoryContext);
+	arg = makeArrayResult(ids, CurrentMemoryContext);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("UPDATE p2p_preheat.job"
+							  "   SET state = CASE WHEN state = 'sending' THEN 'queued' ELSE state END,"
+							  "       lease_until = NULL, updated_at = clock_timestamp()"
+							  " WHERE id = ANY ($1) AND state IN ('sending', 'running')",
+							  1, &argtype, &arg, NULL, false, 0) < 0)
+		elog(ERROR, "could not release claimed preheat jobs");
+	SPI_finish();
+}
+
+double
+dispatch_next_due(void)
+{
+	double		secs = -1;
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8"
+					"  FROM p2p_preheat.job WHERE state IN ('queued', 'sending', 'running')",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			secs = Max(0.0, DatumGetFloat8(d));
+	}
+	SPI_finish();
+	return secs;
 }

@@ -62,4 +62,14 @@ extern void dispatch_run(List *jobs);
 /* Needs a transaction. */
 extern void dispatch_record(List *jobs, DispatchCounts *counts);
 
+/* Needs a transaction: claimed jobs not recorded go back to the queue. */
+extern void dispatch_release(List *jobs);
+
+/* Needs a transaction: seconds until the next job is due, -1 if none. */
+extern double dispatch_next_due(void);
+
+/* The worker's bookkeeping: which batch a job belongs to. */
+extern void dispatch_set_owner(List *jobs, void *owner);
+extern void *dispatch_owner(void *job);
+
 #endif

@@ -35,6 +35,7 @@ static WaitEventSet *wes = NULL;
 static TimestampTz timer_deadline = 0;	/* 0: no libcurl timer */
 static int	in_flight = 0;
 static HttpRequest *in_flight_list = NULL;
+static bool latch_fired = false;
 
 static int
 on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -270,7 +271,10 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 	for (int i = 0; i < nevents; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
+		{
 			ResetLatch(MyLatch);
+			latch_fired = true;
+		}
 		if (events[i].events & WL_SOCKET_READABLE)
 		{
 			struct epoll_event ready[64];
@@ -297,6 +301,15 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 	}
 	CHECK_FOR_INTERRUPTS();
 	return collect(done, max);
+}
+
+bool
+http_latch_fired(void)
+{
+	bool		fired = latch_fired;
+
+	latch_fired = false;
+	return fired;
 }
 
 int

@@ -63,6 +63,9 @@ extern int	http_wait(long timeout_ms, HttpRequest **done, int max,
 
 extern int	http_in_flight(void);
 
+/* Whether the latch fired during a wait since the last call. */
+extern bool http_latch_fired(void);
+
 /* Stop every transfer in flight (after an error, or on shutdown). */
 extern void http_abort_all(void);
 

@@ -5,12 +5,14 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "dispatch.h"
 #include "extra_attrs.h"
 #include "harbor_auth.h"
 #include "http.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -99,5 +101,27 @@ _PG_init(void)
 							NULL, &dispatch_lease_s, 300, 1, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
+	/* the background worker */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("p2p_preheat.database",
+								   "Database the background worker dispatches for (Harbor's).",
+								   NULL, &worker_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomStringVariable("p2p_preheat.worker_role",
+								   "Role the background worker runs as (empty: the bootstrap superuser).",
+								   NULL, &worker_role, "",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
+	DefineCustomIntVariable("p2p_preheat.safety_poll_interval",
+							"How often the idle worker looks for jobs written without waking it.",
+							NULL, &worker_safety_poll_s, 30, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.worker_batch",
+							"Most jobs the worker claims in one transaction.",
+							NULL, &worker_batch, 1000, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("p2p_preheat");
+	worker_register();
 }

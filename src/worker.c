@@ -1,0 +1,525 @@
+/*
+ * worker.c
+ *		The background worker: dispatches on its own, woken at COMMIT.
+ *
+ * Lessons from pg_net's users shape this file: the queue is a logged table,
+ * so a crash loses nothing; claims and records are short transactions of
+ * their own and HTTP happens outside any transaction; transfers stay in
+ * flight while the worker waits on its latch, so a slow Dragonfly never
+ * holds back new jobs or a shutdown; locks are taken with a short
+ * lock_timeout so DROP EXTENSION or TRUNCATE never wait behind us.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "dispatch.h"
+#include "http.h"
+#include "worker.h"
+
+char	   *worker_database = NULL;
+char	   *worker_role = NULL;
+int			worker_safety_poll_s = 30;
+int			worker_batch = 1000;
+
+typedef struct WorkerShared
+{
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	char		state[32];
+	TimestampTz started_at;
+	TimestampTz last_activity;
+	int			in_flight;
+	int64		sent;
+	int64		polled;
+	int64		succeeded;
+	int64		failed;
+	int64		retried;
+	int64		wakeups;
+} WorkerShared;
+
+static WorkerShared *shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_at_commit = false;
+
+static void
+worker_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+}
+
+static void
+worker_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("p2p_preheat worker", sizeof(WorkerShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(WorkerShared));
+		SpinLockInit(&shared->mutex);
+		strlcpy(shared->state, "not started", sizeof(shared->state));
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Once per transaction that queued work, never on rollback. */
+static void
+worker_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit && shared != NULL)
+			{
+				Latch	   *latch;
+
+				SpinLockAcquire(&shared->mutex);
+				latch = shared->latch;
+				SpinLockRelease(&shared->mutex);
+				if (latch)
+					SetLatch(latch);
+			}
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+worker_register(void)
+{
+	BackgroundWorker bgw;
+
+	RegisterXactCallback(worker_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = worker_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = worker_shmem_startup;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* idle on a standby; starts on the new primary right after promotion */
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	strlcpy(bgw.bgw_library_name, "p2p_preheat", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "p2p_preheat_worker_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "p2p_preheat dispatcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "p2p_preheat dispatcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+set_state(const char *state, int in_flight)
+{
+	SpinLockAcquire(&shared->mutex);
+	strlcpy(shared->state, state, sizeof(shared->state));
+	shared->in_flight = in_flight;
+	shared->last_activity = GetCurrentTimestamp();
+	SpinLockRelease(&shared->mutex);
+	pgstat_report_activity(STATE_IDLE, state);
+}
+
+static void
+add_counts(const DispatchCounts *c)
+{
+	SpinLockAcquire(&shared->mutex);
+	shared->sent += c->sent;
+	shared->polled += c->polled;
+	shared->succeeded += c->succeeded;
+	shared->failed += c->failed;
+	shared->retried += c->retried;
+	SpinLockRelease(&shared->mutex);
+}
+
+/*
+ * Run fn in a short transaction of its own.  Errors are logged, not fatal:
+ * a vanished extension or a lock we would have to wait for just means
+ * "not now".  Returns false on error.
+ */
+static bool
+in_transaction(bool (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		ok = fn(arg);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ereport(LOG,
+					(errmsg("p2p_preheat worker: %s", edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_stat(false);
+	return ok;
+}
+
+/* A claimed batch: its jobs and the memory they live in. */
+typedef struct Batch
+{
+	MemoryContext cxt;
+	DispatchQueue queue;
+	int			outstanding;	/* claimed, not yet recorded */
+} Batch;
+
+typedef struct ClaimArgs
+{
+	int			max;
+	List	   *jobs;
+	MemoryContext cxt;
+	double		next_due;		/* seconds until the next due job, or -1 */
+	bool		extension_present;
+} ClaimArgs;
+
+static bool
+claim_fn(void *p)
+{
+	ClaimArgs  *a = p;
+	MemoryContext old;
+
+	a->extension_present = OidIsValid(get_extension_oid("p2p_preheat", true));
+	if (!a->extension_present)
+		return true;
+	old = MemoryContextSwitchTo(a->cxt);
+	a->jobs = dispatch_claim(a->max, true);
+	MemoryContextSwitchTo(old);
+	a->next_due = dispatch_next_due();
+	return true;
+}
+
+typedef struct RecordArgs
+{
+	List	   *jobs;
+	DispatchCounts counts;
+} RecordArgs;
+
+static bool
+record_fn(void *p)
+{
+	RecordArgs *a = p;
+
+	if (!OidIsValid(get_extension_oid("p2p_preheat", true)))
+		return true;
+	dispatch_record(a->jobs, &a->counts);
+	return true;
+}
+
+static bool
+release_fn(void *p)
+{
+	if (OidIsValid(get_extension_oid("p2p_preheat", true)))
+		dispatch_release((List *) p);
+	return true;
+}
+
+/* One pump over every batch; only the last may wait.  No handle outlives an ERROR. */
+static List *
+pump_all(List *batches, long wait_ms)
+{
+	List	   *answered = NIL;
+
+	PG_TRY();
+	{
+		ListCell   *lc;
+
+		foreach(lc, batches)
+		{
+			Batch	   *b = lfirst(lc);
+
+			answered = list_concat(answered,
+								   dispatch_pump(&b->queue, lnext(batches, lc) ? 0 : wait_ms));
+		}
+	}
+	PG_CATCH();
+	{
+		http_abort_all();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return answered;
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&shared->mutex);
+	strlcpy(shared->state, "stopped", sizeof(shared->state));
+	shared->latch = NULL;
+	shared->in_flight = 0;
+	SpinLockRelease(&shared->mutex);
+}
+
+void		p2p_preheat_worker_main(Datum arg);
+
+void
+p2p_preheat_worker_main(Datum arg)
+{
+	List	   *batches = NIL;
+	MemoryContext worker_cxt;
+	TimestampTz next_claim = 0;
+	double		safety = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(worker_database,
+										 worker_role && worker_role[0] ? worker_role : NULL, 0);
+	pgstat_report_appname("p2p_preheat dispatcher");
+	/* never wait long behind DROP EXTENSION, TRUNCATE or ALTER EXTENSION */
+	SetConfigOption("lock_timeout", "200", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "p2p_preheat dispatcher", PGC_SUSET, PGC_S_OVERRIDE);
+
+	SpinLockAcquire(&shared->mutex);
+	shared->pid = MyProcPid;
+	shared->latch = MyLatch;
+	shared->started_at = GetCurrentTimestamp();
+	shared->sent = shared->polled = shared->succeeded = shared->failed =
+		shared->retried = shared->wakeups = 0;
+	SpinLockRelease(&shared->mutex);
+	on_shmem_exit(worker_exit, (Datum) 0);
+
+	worker_cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat worker",
+									   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(worker_cxt);
+	ereport(LOG, (errmsg("p2p_preheat worker started for database \"%s\"", worker_database)));
+
+	while (!ShutdownRequestPending)
+	{
+		int			in_flight = 0;
+		ListCell   *lc;
+		List	   *answered = NIL;
+		TimestampTz now = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		foreach(lc, batches)
+			in_flight += ((Batch *) lfirst(lc))->outstanding;
+
+		/* claim when woken, when something is due, or on the safety-net timer */
+		if (now >= next_claim && in_flight < http_max_in_flight * 4)
+		{
+			ClaimArgs	ca = {0};
+			Batch	   *b = palloc0(sizeof(Batch));
+
+			b->cxt = AllocSetContextCreate(worker_cxt, "p2p_preheat batch",
+										   ALLOCSET_DEFAULT_SIZES);
+			ca.max = Min(worker_batch, http_max_in_flight * 4 - in_flight);
+			ca.cxt = b->cxt;
+			ca.next_due = -1;
+			set_state("claiming", in_flight);
+			if (!in_transaction(claim_fn, &ca) || !ca.extension_present)
+				safety = 1.0;	/* try again soon, quietly */
+			else
+				safety = ca.next_due >= 0 ? Min(ca.next_due, worker_safety_poll_s) :
+					worker_safety_poll_s;
+			next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 (int) (safety * 1000));
+			if (ca.jobs != NIL)
+			{
+				MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+				b->queue.jobs = ca.jobs;
+				b->outstanding = list_length(ca.jobs);
+				dispatch_set_owner(ca.jobs, b);
+				dispatch_prepare(ca.jobs);
+				MemoryContextSwitchTo(old);
+				batches = lappend(batches, b);
+				in_flight += b->outstanding;
+				/* a full batch means more may be waiting */
+				if (list_length(ca.jobs) == ca.max)
+					next_claim = 0;
+			}
+			else
+			{
+				MemoryContextDelete(b->cxt);
+				pfree(b);
+			}
+		}
+
+		if (in_flight > 0)
+		{
+			long		wait_ms = next_claim == 0 ? 0 :
+				Max(0, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
+
+			set_state("dispatching", in_flight);
+			answered = pump_all(batches, Min(wait_ms, 1000));
+			if (http_latch_fired())
+			{
+				next_claim = 0;	/* a COMMIT queued work: claim it now */
+				SpinLockAcquire(&shared->mutex);
+				shared->wakeups++;
+				SpinLockRelease(&shared->mutex);
+			}
+
+			if (answered != NIL)
+			{
+				RecordArgs	ra = {0};
+
+				ra.jobs = answered;
+				in_transaction(record_fn, &ra);
+				add_counts(&ra.counts);
+				/* forget recorded jobs; free a batch once all are recorded */
+				foreach(lc, answered)
+					((Batch *) dispatch_owner(lfirst(lc)))->outstanding--;
+				foreach(lc, batches)
+				{
+					Batch	   *b = lfirst(lc);
+
+					if (b->outstanding == 0)
+					{
+						MemoryContextDelete(b->cxt);
+						batches = foreach_delete_current(batches, lc);
+						pfree(b);
+					}
+				}
+				list_free(answered);
+				/* answers may have made polls or retries due */
+				if (next_claim > GetCurrentTimestamp())
+					next_claim = GetCurrentTimestamp();
+			}
+			continue;
+		}
+
+		/* idle: sleep until woken or the next due job; no queries meanwhile */
+		set_state("idle", 0);
+		{
+			long		timeout = Max(1, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
+			int			rc = WaitLatch(MyLatch,
+									   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									   timeout, PG_WAIT_EXTENSION);
+
+			ResetLatch(MyLatch);
+			if (rc & WL_LATCH_SET)
+			{
+				next_claim = 0;
+				SpinLockAcquire(&shared->mutex);
+				shared->wakeups++;
+				SpinLockRelease(&shared->mutex);
+			}
+		}
+	}
+
+	/* shutdown: stop transfers; claimed jobs go back to the queue at once */
+	http_abort_all();
+	{
+		List	   *unrecorded = NIL;
+		ListCell   *lc;
+
+		foreach(lc, batches)
+			unrecorded = list_concat(unrecorded, ((Batch *) lfirst(lc))->queue.jobs);
+		if (unrecorded != NIL)
+			in_transaction(release_fn, unrecorded);
+	}
+	ereport(LOG, (errmsg("p2p_preheat worker stopping")));
+	proc_exit(0);
+}
+
+PG_FUNCTION_INFO_V1(p2p_preheat_wake_worker);
+PG_FUNCTION_INFO_V1(p2p_preheat_worker_status);
+
+/* Called when a job is queued: the worker is woken when this commits. */
+Datum
+p2p_preheat_wake_worker(PG_FUNCTION_ARGS)
+{
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+Datum
+p2p_preheat_worker_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[11];
+	bool		nulls[11] = {0};
+	WorkerShared s;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "worker_status() must return a record");
+	if (shared == NULL)
+	{
+		/* not preloaded: SQL calls work, no worker runs */
+		for (int i = 0; i < 11; i++)
+			nulls[i] = true;
+		values[1] = CStringGetTextDatum("not running: p2p_preheat is not in shared_preload_libraries");
+		nulls[1] = false;
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+	}
+	SpinLockAcquire(&shared->mutex);
+	s = *shared;
+	SpinLockRelease(&shared->mutex);
+
+	values[0] = Int32GetDatum(s.pid);
+	nulls[0] = s.pid == 0 || strcmp(s.state, "stopped") == 0;
+	values[1] = CStringGetTextDatum(s.state);
+	values[2] = TimestampTzGetDatum(s.started_at);
+	nulls[2] = s.started_at == 0;
+	values[3] = TimestampTzGetDatum(s.last_activity);
+	nulls[3] = s.last_activity == 0;
+	values[4] = Int32GetDatum(s.in_flight);
+	values[5] = Int64GetDatum(s.sent);
+	values[6] = Int64GetDatum(s.polled);
+	values[7] = Int64GetDatum(s.succeeded);
+	values[8] = Int64GetDatum(s.failed);
+	values[9] = Int64GetDatum(s.retried);
+	values[10] = Int64GetDatum(s.wakeups);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
