@@ -466,10 +466,13 @@ p2p_preheat_worker_main(Datum arg)
 
 		foreach(lc, batches)
 			unrecorded = list_concat(unrecorded, ((Batch *) lfirst(lc))->queue.jobs);
-		if (unrecorded != NIL)
-			in_transaction(release_fn, unrecorded);
+		if (unrecorded != NIL && in_transaction(release_fn, unrecorded))
+			ereport(LOG,
+					(errmsg("p2p_preheat worker stopping: returned %d claimed jobs to the queue",
+							list_length(unrecorded))));
+		else
+			ereport(LOG, (errmsg("p2p_preheat worker stopping")));
 	}
-	ereport(LOG, (errmsg("p2p_preheat worker stopping")));
 	proc_exit(0);
 }
 

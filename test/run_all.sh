@@ -50,4 +50,17 @@ as_pg "$PGXS_DIR/../test/isolation/pg_isolation_regress" \
 	--inputdir="$iso" --outputdir="$iso" \
 	$(cd "$REPO/test/isolation/specs" && ls *.spec | sed 's/\.spec$//') || report_failure "$iso" isolation
 
+# TAP: the background worker on clusters of its own (PostgreSQL::Test::Cluster)
+tap="$work/tap"
+mkdir -p "$tap"
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$tap"
+as_pg env TESTDIR="$tap" PG_REGRESS="$PGXS_DIR/../test/regress/pg_regress" \
+	PERL5LIB="$PGXS_DIR/../test/perl" \
+	HARBOR_FIXTURE="$work/test/fixtures/harbor.sql" \
+	prove ${PROVE_FLAGS:-} "$work"/test/t/*.pl || {
+	for f in "$tap"/tmp_check/log/regress_log_*; do tail -40 "$f"; done
+	echo "TAP tests failed" >&2
+	exit 1
+}
+
 echo "all tests passed"
