@@ -347,6 +347,7 @@ prepare(DispatchJob *j, const char *username, const char *password,
 	}
 
 	j->req.arg = j;
+	j->req.cxt = CurrentMemoryContext;	/* answers live with their job */
 	j->req.auth_header = auth;
 	j->req.insecure = j->insecure;
 	if (j->is_poll)

@@ -11,6 +11,10 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -281,8 +285,10 @@ pump_all(List *batches, long wait_ms)
 		{
 			Batch	   *b = lfirst(lc);
 
-			answered = list_concat(answered,
-								   dispatch_pump(&b->queue, lnext(batches, lc) ? 0 : wait_ms));
+			List	   *got = dispatch_pump(&b->queue, lnext(batches, lc) ? 0 : wait_ms);
+
+			answered = list_concat(answered, got);
+			list_free(got);
 		}
 	}
 	PG_CATCH();
@@ -313,6 +319,7 @@ p2p_preheat_worker_main(Datum arg)
 	MemoryContext worker_cxt;
 	TimestampTz next_claim = 0;
 	double		safety = 0;
+	bool		was_busy = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -401,6 +408,7 @@ p2p_preheat_worker_main(Datum arg)
 				Max(0, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
 
 			set_state("dispatching", in_flight);
+			was_busy = true;
 			answered = pump_all(batches, Min(wait_ms, 1000));
 			if (http_latch_fired())
 			{
@@ -440,6 +448,14 @@ p2p_preheat_worker_main(Datum arg)
 		}
 
 		/* idle: sleep until woken or the next due job; no queries meanwhile */
+		if (was_busy)
+		{
+#ifdef __GLIBC__
+			/* give a burst's freed batches back to the OS, not just to malloc */
+			malloc_trim(0);
+#endif
+			was_busy = false;
+		}
 		set_state("idle", 0);
 		{
 			long		timeout = Max(1, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
