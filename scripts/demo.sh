@@ -9,6 +9,7 @@ source "$(dirname "$0")/../test/lib/common.sh"
 
 ensure_deps
 build_and_install
+build_standin
 dir=$(make_workdir)
 cd "$dir"
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT

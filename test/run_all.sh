@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 
 ensure_deps
 build_and_install
+build_standin
 
 work=$(make_workdir)
 trap 'rm -rf "$work"' EXIT

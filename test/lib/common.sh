@@ -23,7 +23,7 @@ need_packages() {
 ensure_deps() {
 	need_packages build-essential make gcc "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
 		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" libcurl4-openssl-dev libssl-dev \
-		libipc-run-perl python3 ca-certificates
+		libmicrohttpd-dev libjson-c-dev libipc-run-perl python3 curl ca-certificates
 	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 	PG_BIN=$("$PG_CONFIG" --bindir)
 	PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")
@@ -81,7 +81,7 @@ start_standin() {
 	local dir=$1
 	shift
 	rm -f "$dir/standin.port"
-	${STANDIN:-/usr/bin/python3 "$REPO/test/dragonfly_standin.py"} --host 127.0.0.1 --port 0 \
+	"$STANDIN" --host 127.0.0.1 --port 0 \
 		--port-file "$dir/standin.port" --log-file "$dir/standin.log" "$@" \
 		>"$dir/standin.out" 2>&1 &
 	STANDIN_PID=$!
