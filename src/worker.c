@@ -35,6 +35,10 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 
 #include "dispatch.h"
 #include "http.h"
@@ -60,11 +64,23 @@ typedef struct WorkerShared
 	int64		failed;
 	int64		retried;
 	int64		wakeups;
+	int			db_check;		/* DB_CHECK_* below */
 } WorkerShared;
+
+/*
+ * DROP DATABASE of the worker's database: the worker steps aside, and its
+ * next incarnation checks from no database at all whether its database is
+ * still there before connecting, so it never blocks the drop nor
+ * crash-loops on a database that is gone.
+ */
+#define DB_CHECK_NONE		0
+#define DB_CHECK_NEEDED		1	/* look before connecting */
+#define DB_CHECK_CONNECTING 2	/* it was there: connect now */
 
 static WorkerShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool wake_at_commit = false;
 
 static void
@@ -122,6 +138,52 @@ worker_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* Ask the worker to let go of its database, and wait until it has. */
+static void
+worker_step_aside(void)
+{
+	pid_t		pid;
+
+	SpinLockAcquire(&shared->mutex);
+	shared->db_check = DB_CHECK_NEEDED;
+	pid = shared->latch ? shared->pid : 0;
+	SpinLockRelease(&shared->mutex);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 500; i++)
+	{
+		bool		gone;
+
+		SpinLockAcquire(&shared->mutex);
+		gone = shared->latch == NULL;
+		SpinLockRelease(&shared->mutex);
+		if (gone)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10000L);
+	}
+}
+
+static void
+worker_process_utility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (shared && IsA(stmt, DropdbStmt) && worker_database &&
+		strcmp(((DropdbStmt *) stmt)->dbname, worker_database) == 0)
+		worker_step_aside();
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
 void
 worker_register(void)
 {
@@ -135,6 +197,8 @@ worker_register(void)
 	shmem_request_hook = worker_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = worker_shmem_startup;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = worker_process_utility;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -310,6 +374,40 @@ worker_exit(int code, Datum arg)
 	SpinLockRelease(&shared->mutex);
 }
 
+/*
+ * Connected to no database, see whether ours exists.  If it does, exit so
+ * the next incarnation connects; if not, wait quietly and look again later.
+ * Never returns.
+ */
+static void
+check_database_then_exit(void)
+{
+	bool		exists;
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	StartTransactionCommand();
+	exists = OidIsValid(get_database_oid(worker_database, true));
+	CommitTransactionCommand();
+	if (exists)
+	{
+		shared->db_check = DB_CHECK_CONNECTING;
+		proc_exit(1);			/* restarted at once, and connects */
+	}
+	set_state("no database", 0);
+	ereport(LOG,
+			(errmsg("p2p_preheat worker: database \"%s\" does not exist; waiting for it",
+					worker_database)));
+	while (!ShutdownRequestPending)
+	{
+		WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				  60000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (!ShutdownRequestPending)
+			proc_exit(1);		/* look again */
+	}
+	proc_exit(1);
+}
+
 void		p2p_preheat_worker_main(Datum arg);
 
 void
@@ -324,8 +422,12 @@ p2p_preheat_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
+	if (shared->db_check == DB_CHECK_NEEDED)
+		check_database_then_exit();
+	shared->db_check = DB_CHECK_NEEDED;	/* until the connection works */
 	BackgroundWorkerInitializeConnection(worker_database,
 										 worker_role && worker_role[0] ? worker_role : NULL, 0);
+	shared->db_check = DB_CHECK_NONE;
 	pgstat_report_appname("p2p_preheat dispatcher");
 	/* never wait long behind DROP EXTENSION, TRUNCATE or ALTER EXTENSION */
 	SetConfigOption("lock_timeout", "200", PGC_SUSET, PGC_S_OVERRIDE);
@@ -489,7 +591,8 @@ p2p_preheat_worker_main(Datum arg)
 		else
 			ereport(LOG, (errmsg("p2p_preheat worker stopping")));
 	}
-	proc_exit(0);
+	/* non-zero: restarted unless the server itself is stopping */
+	proc_exit(1);
 }
 
 PG_FUNCTION_INFO_V1(p2p_preheat_wake_worker);
