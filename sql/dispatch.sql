@@ -60,7 +60,9 @@ END $$;
 CREATE VIEW jobs AS
 SELECT id, instance_id AS inst, substring(url FROM '/v2/(.*)$') AS image, state, attempts,
 	   last_http_status AS http, failed_peers,
-	   regexp_replace(regexp_replace(last_error, ':[0-9]+/', ':<port>/'), 'after [0-9]+ ms', 'after <n> ms') AS last_error
+	   regexp_replace(regexp_replace(regexp_replace(last_error, ':[0-9]+/', ':<port>/'),
+			'after [0-9]+ ms', 'after <n> ms'),
+			'(Connection died.*|Empty reply from server)$', '<connection closed without an answer>') AS last_error
   FROM p2p_preheat.job ORDER BY id;
 
 -- preheat() needs the registry's URL
@@ -84,7 +86,7 @@ SELECT p2p_preheat.preheat_url(i, 'https://harbor.example.com/v2/library/auth-' 
   FROM generate_series(3, 13) i;
 SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/' || m || '/manifests/1')
   FROM unnest(ARRAY['fail500', 'flaky500x2', 'ratelimit429x1', 'ratelimit', 'badjson', 'jobfail',
-					'partial', 'forget', 'redirect']) m;
+					'partial', 'forget', 'redirect', 'drop']) m;
 -- a row written by other means, with a timeout Dragonfly refuses as a string: 422
 INSERT INTO p2p_preheat.job (instance_id, url, attrs)
 VALUES (1, 'https://harbor.example.com/v2/library/raw-insert/manifests/1', '{"timeout": "30m"}');
