@@ -12,13 +12,14 @@ OBJS = \
 	src/dragonfly.o \
 	src/dispatch.o \
 	src/queue_sql.o \
-	src/worker.o
+	src/worker.o \
+	src/doublestar.o
 
 # Install and upgrade scripts live in sql/ and start with "p2p_preheat--";
 # every other file in sql/ is a pg_regress test.
 DATA = $(wildcard sql/p2p_preheat--*.sql)
 
-REGRESS = validate migrate event_trigger dispatch upgrade
+REGRESS = validate migrate event_trigger dispatch policy upgrade
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \

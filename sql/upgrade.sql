@@ -35,6 +35,12 @@ SELECT p2p_preheat.preheat(2, 'app', '1.0') AS same_job, p2p_preheat.preheat(2, 
 -- not preloaded here: SQL calls work, and no worker runs
 SELECT pid, state, jobs_in_flight FROM p2p_preheat.worker_status();
 
+-- 1.2 -> 1.3: policies evaluated in the database; the queue is untouched
+ALTER EXTENSION p2p_preheat UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+SELECT count(*) AS jobs FROM p2p_preheat.job;
+SELECT p2p_preheat.doublestar_match('app/**', 'app/x/y') AS matcher_works;
+
 -- the same objects as a fresh install
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, objsubid) AS object
