@@ -41,6 +41,12 @@ SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
 SELECT count(*) AS jobs FROM p2p_preheat.job;
 SELECT p2p_preheat.doublestar_match('app/**', 'app/x/y') AS matcher_works;
 
+-- 1.3 -> 1.4: push and schedule triggers arrive on Harbor's tables
+ALTER EXTENSION p2p_preheat UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+SELECT tgrelid::regclass, tgname FROM pg_trigger WHERE tgname LIKE 'p2p_preheat%' ORDER BY 2;
+SELECT count(*) AS jobs FROM p2p_preheat.job;
+
 -- the same objects as a fresh install
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, objsubid) AS object
