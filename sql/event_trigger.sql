@@ -21,7 +21,7 @@ SELECT harbor_fixture.create_preheat_tables('2.13');
 SELECT harbor_fixture.add_instances();
 SELECT format_type(atttypid, atttypmod) AS extra_attrs_type FROM pg_attribute
  WHERE attrelid = 'p2p_preheat_policy'::regclass AND attname = 'extra_attrs';
-SELECT tgname FROM pg_trigger WHERE tgrelid = 'p2p_preheat_policy'::regclass AND NOT tgisinternal;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'p2p_preheat_policy'::regclass AND NOT tgisinternal ORDER BY 1;
 INSERT INTO p2p_preheat_policy (name, project_id, provider_id, extra_attrs)
 VALUES ('bad', 1, 1, '{"cluster_ids": [0]}');
 INSERT INTO p2p_preheat_policy (name, project_id, provider_id, extra_attrs)
