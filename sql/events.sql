@@ -74,5 +74,10 @@ INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trig
 VALUES (6, 'nightly', 1, 1, true, '{"type":"scheduled","trigger_setting":{"cron":"0 0 2 * * *"}}', '[]');
 SELECT p2p_preheat.sync_schedules();
 
+-- DROP EXTENSION takes the push and schedule triggers too; pushes go on
+DROP EXTENSION p2p_preheat;
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'p2p_preheat%';
+INSERT INTO tag (id, repository_id, artifact_id, name) VALUES (6, 1, 2, 'v3.0');
+
 \c contrib_regression
 DROP DATABASE harbor_events;

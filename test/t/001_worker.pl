@@ -43,6 +43,7 @@ p2p_preheat.poll_schedule = '1'
 p2p_preheat.retry_base = '10ms'
 p2p_preheat.lease = '3s'
 p2p_preheat.safety_poll_interval = '2s'
+p2p_preheat.registry_url = 'https://harbor.example.com'
 restart_after_crash = on
 });
 $node->start;
@@ -75,6 +76,29 @@ $node->safe_psql('postgres', "BEGIN; SELECT p2p_preheat.preheat_url(1, '" . url(
 sleep(3);    # longer than the safety-net poll
 is(posts_for("$run-rollback"), 0, 'rolled-back job never sent');
 is(posts_for("$run-commit"), 1, 'committed job sent once');
+
+# ---- a push to Harbor: the tag trigger queues, the worker sends ---------
+$node->safe_psql('postgres', qq{
+	INSERT INTO repository (repository_id, name, project_id) VALUES (100, 'library/$run-push', 1);
+	INSERT INTO artifact (id, project_id, repository_id, repository_name, digest, type, media_type, manifest_media_type)
+	VALUES (100, 1, 100, 'library/$run-push', 'sha256:p1', 'IMAGE', 'm', 'm'),
+		   (101, 1, 100, 'library/$run-push', 'sha256:p2', 'IMAGE', 'm', 'm');
+	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trigger, filters)
+	VALUES (100, 'on-push', 1, 1, true, '{"type":"event_based"}',
+			'[{"type":"repository","value":"$run-push"},{"type":"tag","value":"v*"}]');
+});
+$node->safe_psql('postgres',
+	"INSERT INTO tag (repository_id, artifact_id, name) VALUES (100, 100, 'v1'), (100, 100, 'dev')");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM p2p_preheat.job WHERE url LIKE '%$run-push%' AND state = 'succeeded'")
+  or die 'pushed tag not preheated';
+is(posts_for("$run-push/manifests/v1"), 1, 'pushed tag matching the policy sent once');
+is(posts_for("$run-push/manifests/dev"), 0, 'pushed tag not matching the policy never sent');
+$node->safe_psql('postgres', "UPDATE tag SET artifact_id = 101 WHERE repository_id = 100 AND name = 'v1'");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM p2p_preheat.job WHERE url LIKE '%$run-push%' AND state = 'succeeded'")
+  or die 're-pointed tag not preheated';
+is(posts_for("$run-push/manifests/v1"), 2, 're-pointed tag preheated again');
 
 # ---- SIGHUP changes timeouts and concurrency without a restart -----------
 $node->safe_psql('postgres', "ALTER SYSTEM SET p2p_preheat.request_timeout = '200ms'; SELECT pg_reload_conf();");
