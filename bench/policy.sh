@@ -36,9 +36,12 @@ ANALYZE;
 SQL
 psql -qXAt -d postgres <<'SQL'
 SET p2p_preheat.registry_url = 'https://harbor.example.com';
-\timing on
-SELECT 'run_policy: ' || candidates || ' jobs queued' FROM p2p_preheat.execution
- WHERE id = p2p_preheat.run_policy(1);
+SELECT clock_timestamp() AS t0 \gset
+SELECT p2p_preheat.run_policy(1) AS eid \gset
+SELECT format('run_policy over %s artifacts and %s tags: %s jobs queued in %s ms (target <= 1000 ms)',
+			  (SELECT count(*) FROM artifact), (SELECT count(*) FROM tag), candidates,
+			  round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric * 1000, 1))
+  FROM p2p_preheat.execution WHERE id = :eid;
 SQL
 
 # pushes: the same INSERT of one tag, without and with 100 event-based policies
