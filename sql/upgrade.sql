@@ -47,6 +47,11 @@ SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
 SELECT tgrelid::regclass, tgname FROM pg_trigger WHERE tgname LIKE 'p2p_preheat%' ORDER BY 2;
 SELECT count(*) AS jobs FROM p2p_preheat.job;
 
+-- 1.4 -> 1.5: roles, retention, status; the queue is untouched
+ALTER EXTENSION p2p_preheat UPDATE TO '1.5';
+SELECT extversion FROM pg_extension WHERE extname = 'p2p_preheat';
+SELECT count(*) AS jobs, (SELECT count(*) FROM p2p_preheat.status) AS instances FROM p2p_preheat.job;
+
 -- the same objects as a fresh install
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, objsubid) AS object

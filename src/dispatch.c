@@ -579,6 +579,21 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 			 j->id, j->instance_id, state, error ? ": " : "", error ? error : "");
 }
 
+static bool
+counts_finished(List *jobs)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		DfVerdict	v = ((DispatchJob *) lfirst(lc))->answer.verdict;
+
+		if (v == DF_SUCCEEDED || v == DF_FAILED)
+			return true;
+	}
+	return false;
+}
+
 void
 dispatch_record(List *jobs, DispatchCounts *counts)
 {
@@ -621,11 +636,27 @@ dispatch_record(List *jobs, DispatchCounts *counts)
 							  "         updated_at = clock_timestamp()"
 							  "    FROM o"
 							  "   WHERE j.id = o.id AND j.state IN ('queued', 'sending', 'running')"
-							  "  RETURNING j.id, j.state)"
-							  " DELETE FROM p2p_preheat.job_secret s USING u"
-							  "  WHERE s.job_id = u.id AND u.state <> 'queued'",
+							  "  RETURNING j.id, j.state, j.policy_id, j.instance_id),"
+							  " d AS ("
+							  "  DELETE FROM p2p_preheat.job_secret s USING u"
+							  "   WHERE s.job_id = u.id AND u.state <> 'queued' RETURNING s.job_id)"
+							  /* LISTEN p2p_preheat: a small payload per job that ended */
+							  " SELECT (SELECT count(*) FROM d),"
+							  "        count(pg_notify('p2p_preheat', json_build_object('job', u.id,"
+							  "              'state', u.state, 'policy', u.policy_id, 'instance', u.instance_id)::text))"
+							  "   FROM u WHERE u.state IN ('succeeded', 'failed')",
 							  13, argtypes, args, NULL, false, 0) < 0)
 		elog(ERROR, "could not record preheat outcomes");
+	/* executions whose last job just ended */
+	if (counts_finished(jobs) &&
+		SPI_execute_with_args("SELECT pg_notify('p2p_preheat', json_build_object("
+							  "         'execution', s.id, 'policy', s.policy_id, 'status', s.status)::text)"
+							  "  FROM p2p_preheat.execution_status s"
+							  " WHERE s.id IN (SELECT ej.execution_id FROM p2p_preheat.execution_job ej"
+							  "                 WHERE ej.job_id = ANY ($1))"
+							  "   AND s.status NOT IN ('Pending', 'Running')",
+							  1, &argtypes[0], &args[0], NULL, false, 0) < 0)
+		elog(ERROR, "could not notify ended executions");
 	SPI_finish();
 }
 

@@ -10,7 +10,10 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -28,6 +31,7 @@ int			http_connect_timeout_ms = 5000;
 int			http_request_timeout_ms = 30000;
 int			http_max_in_flight = 64;
 char	   *http_ca_file = NULL;
+bool		http_allow_link_local = false;
 
 static CURLM *multi = NULL;
 static int	epfd = -1;
@@ -61,6 +65,43 @@ on_timer(CURLM *m, long timeout_ms, void *userp)
 	timer_deadline = timeout_ms < 0 ? 0 :
 		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
+}
+
+/*
+ * Refuse link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata
+ * services) at connect time, after DNS, so a name cannot be rebound to one.
+ */
+static curl_socket_t
+on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	HttpRequest *req = clientp;
+
+	if (!http_allow_link_local)
+	{
+		if (addr->family == AF_INET)
+		{
+			uint32		a = ntohl(((struct sockaddr_in *) &addr->addr)->sin_addr.s_addr);
+
+			if ((a & 0xFFFF0000) == 0xA9FE0000)
+			{
+				req->link_local = true;
+				return CURL_SOCKET_BAD;
+			}
+		}
+		else if (addr->family == AF_INET6)
+		{
+			const unsigned char *b = ((struct sockaddr_in6 *) &addr->addr)->sin6_addr.s6_addr;
+
+			if ((b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||
+				/* IPv4-mapped 169.254.x.x */
+				(IN6_IS_ADDR_V4MAPPED((const struct in6_addr *) b) && b[12] == 169 && b[13] == 254))
+			{
+				req->link_local = true;
+				return CURL_SOCKET_BAD;
+			}
+		}
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
 }
 
 static size_t
@@ -185,6 +226,9 @@ http_start(HttpRequest *req)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
+	req->link_local = false;
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->insecure ? 0L : 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, req->insecure ? 0L : 2L);
@@ -339,6 +383,8 @@ http_error_text(const HttpRequest *req)
 {
 	if (req->result == CURLE_FILESIZE_EXCEEDED)
 		return "response larger than 4 MB";
+	if (req->link_local)
+		return "refused to connect to a link-local address (set p2p_preheat.allow_link_local to allow it)";
 	/* errbuf names hosts and reasons, never headers or bodies */
 	return req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result);
 }

@@ -41,6 +41,7 @@ typedef struct HttpRequest
 	size_t		buf_len;
 	size_t		buf_cap;
 	bool		too_large;
+	bool		link_local;		/* refused by the link-local guard */
 	struct HttpRequest *prev;	/* in-flight list */
 	struct HttpRequest *next;
 } HttpRequest;
@@ -50,6 +51,7 @@ extern int	http_connect_timeout_ms;
 extern int	http_request_timeout_ms;
 extern int	http_max_in_flight;
 extern char *http_ca_file;
+extern bool http_allow_link_local;
 
 extern void http_start(HttpRequest *req);
 

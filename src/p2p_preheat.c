@@ -6,6 +6,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include <limits.h>
 #include "utils/guc.h"
 
 #include "dispatch.h"
@@ -71,6 +72,15 @@ _PG_init(void)
 							   "CA bundle to verify Dragonfly's TLS certificate with (empty: the system's).",
 							   NULL, &http_ca_file, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("p2p_preheat.allow_link_local",
+							 "Lets instance endpoints resolve to link-local addresses (cloud metadata services).",
+							 NULL, &http_allow_link_local, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.retention",
+							"How long final jobs and executions are kept before purge() deletes them.",
+							NULL, &worker_retention_s, 30 * 86400, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	/* retries and following jobs */
 	DefineCustomIntVariable("p2p_preheat.max_attempts",

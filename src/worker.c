@@ -48,6 +48,7 @@ char	   *worker_database = NULL;
 char	   *worker_role = NULL;
 int			worker_safety_poll_s = 30;
 int			worker_batch = 1000;
+int			worker_retention_s = 30 * 86400;
 
 typedef struct WorkerShared
 {
@@ -327,6 +328,32 @@ record_fn(void *p)
 	return true;
 }
 
+/* Retention, a batch at a time, when the worker has nothing else to do. */
+static bool
+purge_fn(void *p)
+{
+	int64	   *deleted = p;
+
+	*deleted = 0;
+	if (!OidIsValid(get_extension_oid("p2p_preheat", true)))
+		return true;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* purge() arrived in 1.5: an older installed version has none */
+	if (SPI_execute("SELECT 1 WHERE to_regprocedure('p2p_preheat.purge(integer)') IS NOT NULL",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
+		SPI_execute("SELECT p2p_preheat.purge(1000)", false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		*deleted = isnull ? 0 : DatumGetInt64(d);
+	}
+	SPI_finish();
+	return true;
+}
+
 static bool
 release_fn(void *p)
 {
@@ -416,6 +443,7 @@ p2p_preheat_worker_main(Datum arg)
 	List	   *batches = NIL;
 	MemoryContext worker_cxt;
 	TimestampTz next_claim = 0;
+	TimestampTz next_purge = 0;
 	double		safety = 0;
 	bool		was_busy = false;
 
@@ -558,9 +586,19 @@ p2p_preheat_worker_main(Datum arg)
 #endif
 			was_busy = false;
 		}
+		if (GetCurrentTimestamp() >= next_purge)
+		{
+			int64		deleted = 0;
+
+			set_state("purging", 0);
+			in_transaction(purge_fn, &deleted);
+			/* a full batch: more to delete, keep going between other work */
+			next_purge = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 deleted >= 1000 ? 100 : 60000);
+		}
 		set_state("idle", 0);
 		{
-			long		timeout = Max(1, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
+			long		timeout = Max(1, (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000));
 			int			rc = WaitLatch(MyLatch,
 									   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 									   timeout, PG_WAIT_EXTENSION);

@@ -9,6 +9,7 @@ extern char *worker_database;
 extern char *worker_role;
 extern int	worker_safety_poll_s;
 extern int	worker_batch;
+extern int	worker_retention_s;
 
 /* From _PG_init: the transaction callback always, the worker when preloaded. */
 extern void worker_register(void);
