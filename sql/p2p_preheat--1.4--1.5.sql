@@ -117,3 +117,32 @@ REVOKE ALL ON FUNCTION p2p_preheat.policy_trigger(), p2p_preheat._on_tag(),
 	p2p_preheat._instance(name, integer), p2p_preheat._label_count(name, integer, text[]),
 	p2p_preheat._policy_exists(integer)
 	FROM PUBLIC;
+
+-- pg_restore: the dump carries Harbor's column and our triggers itself (and
+-- restores data before triggers).  It runs with check_function_bodies off,
+-- which Harbor's migrations never do: attach nothing then.
+CREATE OR REPLACE FUNCTION p2p_preheat._on_create_table()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t regclass;
+BEGIN
+	IF current_setting('check_function_bodies') = 'off' THEN
+		RETURN;
+	END IF;
+	FOR t IN
+		SELECT c.oid
+		  FROM pg_event_trigger_ddl_commands() d
+		  JOIN pg_class c ON c.oid = d.objid
+		 WHERE d.classid = 'pg_class'::regclass
+		   AND c.relname = 'p2p_preheat_policy'
+		   AND c.relkind IN ('r', 'p')
+		   AND c.relpersistence <> 't'
+	LOOP
+		PERFORM p2p_preheat.attach(t);
+		PERFORM p2p_preheat._attach_events(t);
+	END LOOP;
+END
+$$;

@@ -55,6 +55,7 @@ static PollSchedule schedule = {5, {31, 91, 211, 451, 300}};
 typedef struct DispatchJob
 {
 	int64		id;
+	int			policy_id;		/* 0 for preheat_url() */
 	bool		is_poll;		/* running: GET its state; else POST it */
 	char	   *url;
 	Jsonb	   *attrs;
@@ -208,7 +209,7 @@ get_bool(HeapTuple tup, TupleDesc desc, int col)
 
 #define CLAIMED_COLUMNS \
 	"j.id, j.state, j.url, j.attrs, j.instance_id, j.dragonfly_job_id," \
-	" j.attempts, j.polls, extract(epoch FROM j.sent_at)::float8 AS sent_epoch"
+	" j.attempts, j.polls, extract(epoch FROM j.sent_at)::float8 AS sent_epoch, j.policy_id"
 
 List *
 dispatch_claim(int max_jobs, bool lease)
@@ -238,7 +239,7 @@ dispatch_claim(int max_jobs, bool lease)
 				 "        u.attempts, u.polls, u.sent_epoch,"
 				 "        i.endpoint::text, i.auth_mode::text, i.auth_data::text,"
 				 "        coalesce(i.insecure, false), coalesce(i.enabled, true),"
-				 "        i.vendor::text, i.id IS NOT NULL, s.headers::text"
+				 "        i.vendor::text, i.id IS NOT NULL, s.headers::text, u.policy_id"
 				 "   FROM u"
 				 "   LEFT JOIN %s.p2p_preheat_instance i ON i.id = u.instance_id"
 				 "   LEFT JOIN p2p_preheat.job_secret s ON s.job_id = u.id",
@@ -286,6 +287,7 @@ dispatch_claim(int max_jobs, bool lease)
 		j->vendor = get_text(t, d, 15);
 		j->instance_found = get_bool(t, d, 16);
 		j->headers = get_text(t, d, 17);
+		j->policy_id = (int) get_int8(t, d, 18);
 		jobs = lappend(jobs, j);
 	}
 	SPI_finish();
@@ -575,8 +577,8 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 
 	if (finished || error)
 		elog(finished && strcmp(state, "failed") == 0 ? LOG : DEBUG1,
-			 "p2p_preheat: job " INT64_FORMAT " (instance %d) %s%s%s",
-			 j->id, j->instance_id, state, error ? ": " : "", error ? error : "");
+			 "p2p_preheat: job=" INT64_FORMAT " policy=%d instance=%d state=%s%s%s",
+			 j->id, j->policy_id, j->instance_id, state, error ? " error: " : "", error ? error : "");
 }
 
 static bool

@@ -32,6 +32,7 @@ int			http_request_timeout_ms = 30000;
 int			http_max_in_flight = 64;
 char	   *http_ca_file = NULL;
 bool		http_allow_link_local = false;
+bool		http_debug = false;
 
 static CURLM *multi = NULL;
 static int	epfd = -1;
@@ -102,6 +103,49 @@ on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 		}
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+/*
+ * p2p_preheat.http_debug: libcurl's own trace, line by line, with every
+ * credential-bearing header value replaced.  Bodies are never traced: they
+ * carry registry tokens and passwords.
+ */
+static int
+on_debug(CURL *handle, curl_infotype type, char *data, size_t size, void *userp)
+{
+	const char *dir;
+	char	   *line;
+	char	   *colon;
+
+	switch (type)
+	{
+		case CURLINFO_TEXT:
+			dir = "*";
+			break;
+		case CURLINFO_HEADER_OUT:
+			dir = ">";
+			break;
+		case CURLINFO_HEADER_IN:
+			dir = "<";
+			break;
+		default:
+			return 0;
+	}
+	line = pnstrdup(data, size);
+	for (char *l = strtok(line, "\r\n"); l; l = strtok(NULL, "\r\n"))
+	{
+		colon = strchr(l, ':');
+		if (type != CURLINFO_TEXT && colon &&
+			(pg_strncasecmp(l, "authorization:", 14) == 0 ||
+			 pg_strncasecmp(l, "proxy-authorization:", 20) == 0 ||
+			 pg_strncasecmp(l, "cookie:", 7) == 0 ||
+			 pg_strncasecmp(l, "x-", 2) == 0))
+			colon[1] = '\0';	/* keep the name, drop the value */
+		elog(LOG, "p2p_preheat http %s %s%s", dir, l,
+			 (colon && colon[1] == '\0') ? " [redacted]" : "");
+	}
+	pfree(line);
+	return 0;
 }
 
 static size_t
@@ -228,6 +272,11 @@ http_start(HttpRequest *req)
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
+	if (http_debug)
+	{
+		curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+		curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
+	}
 	req->link_local = false;
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->insecure ? 0L : 1L);

@@ -52,6 +52,7 @@ extern int	http_request_timeout_ms;
 extern int	http_max_in_flight;
 extern char *http_ca_file;
 extern bool http_allow_link_local;
+extern bool http_debug;
 
 extern void http_start(HttpRequest *req);
 

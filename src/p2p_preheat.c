@@ -77,6 +77,10 @@ _PG_init(void)
 							 "Lets instance endpoints resolve to link-local addresses (cloud metadata services).",
 							 NULL, &http_allow_link_local, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("p2p_preheat.http_debug",
+							 "Logs libcurl's trace of every request, with credential headers redacted.",
+							 NULL, &http_debug, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("p2p_preheat.retention",
 							"How long final jobs and executions are kept before purge() deletes them.",
 							NULL, &worker_retention_s, 30 * 86400, 60, INT_MAX,

@@ -58,6 +58,7 @@ mkdir -p "$tap"
 as_pg env TESTDIR="$tap" PG_REGRESS="$PGXS_DIR/../test/regress/pg_regress" \
 	PERL5LIB="$PGXS_DIR/../test/perl" \
 	HARBOR_FIXTURE="$work/test/fixtures/harbor.sql" \
+	FUZZ_GENERATOR="$work/test/fuzz/gen_extra_attrs.py" \
 	prove ${PROVE_FLAGS:-} "$work"/test/t/*.pl || {
 	for f in "$tap"/tmp_check/log/regress_log_*; do tail -40 "$f"; done
 	echo "TAP tests failed" >&2
