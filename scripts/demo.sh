@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a throwaway cluster: Harbor's tables as a
-# Harbor 2.12 database has them, CREATE EXTENSION migrating them, the
-# validation trigger refusing what Dragonfly would reject or misread, then
-# preheats queued and dispatched to a local Dragonfly stand-in and followed
-# to their final states.
+# The main job, end to end, on a throwaway cluster with the background worker
+# and pg_cron: Harbor 2.12's tables with sample projects, artifacts and tags,
+# CREATE EXTENSION migrating them, the validation trigger at work, a Dragonfly
+# stand-in, an instance and three policies (event-based, scheduled, manual),
+# a push, a policy run, and the jobs moving to their final states.
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 
@@ -11,76 +11,83 @@ ensure_deps
 build_and_install
 build_standin
 dir=$(make_workdir)
-cd "$dir"
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
+cd "$dir"
 # the stand-in answers like a Dragonfly manager; jobs finish 2 s after creation
 start_standin "$dir" --token demo-token --success-after 2
-start_cluster "$dir"
+start_cluster "$dir" "shared_preload_libraries = 'pg_cron,p2p_preheat'" \
+	"cron.database_name = 'postgres'" "cron.use_background_workers = on" "max_worker_processes = 16" \
+	"p2p_preheat.database = 'postgres'" "p2p_preheat.registry_url = 'https://harbor.example.com'" \
+	"p2p_preheat.poll_schedule = '1'"
 cp "$REPO/test/fixtures/harbor.sql" "$dir/"
 
 psql -X -q -d postgres -v endpoint="http://127.0.0.1:$DRAGONFLY_PORT" <<'SQL'
+\set ECHO none
+\i harbor.sql
 \set ECHO queries
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 \pset footer off
-\set ECHO none
-\i harbor.sql
-\set ECHO queries
--- Harbor 2.12: policies with the scope column, no extra_attrs yet
+-- Harbor 2.12's database: a project with images, and policies using the old scope column
 SELECT harbor_fixture.create_tables('2.12');
-SELECT harbor_fixture.add_instances();
-INSERT INTO p2p_preheat_policy (name, project_id, provider_id, filters, trigger, enabled, scope)
-VALUES ('nightly', 1, 1, '[{"type":"repository","value":"**"},{"type":"tag","value":"**"}]',
-		'{"type":"scheduled","trigger_setting":{"cron":"0 0 2 * * *"}}', true, 'all_peers'),
-	   ('on-push', 1, 1, '[{"type":"repository","value":"app/**"}]',
-		'{"type":"event_based"}', true, 'single_peer');
+SELECT harbor_fixture.add_instances(:'endpoint');
+INSERT INTO repository (repository_id, name, project_id) VALUES
+	(1, 'library/app', 1), (2, 'library/tools/cli', 1), (3, 'library/db', 1);
+INSERT INTO artifact (id, project_id, repository_id, repository_name, digest, type, media_type, manifest_media_type)
+VALUES (1, 1, 1, 'library/app', 'sha256:a1', 'IMAGE', 'm', 'm'),
+	   (2, 1, 2, 'library/tools/cli', 'sha256:c1', 'IMAGE', 'm', 'm'),
+	   (3, 1, 3, 'library/db', 'sha256:d1', 'IMAGE', 'm', 'm'),
+	   (4, 1, 1, 'library/app', 'sha256:a2', 'IMAGE', 'm', 'm');
+INSERT INTO tag (repository_id, artifact_id, name) VALUES
+	(1, 1, '1.0'), (1, 1, 'latest'), (2, 2, 'v1'), (3, 3, '9.6');
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, filters, trigger, enabled, scope) VALUES
+	(1, 'on-push', 1, 1, '[{"type":"repository","value":"app"},{"type":"tag","value":"v*"}]',
+	 '{"type":"event_based","trigger_setting":{"cron":""}}', true, 'single_peer'),
+	(2, 'nightly', 1, 1, '[{"type":"repository","value":"**"},{"type":"tag","value":"**"}]',
+	 '{"type":"scheduled","trigger_setting":{"cron":"0 0 2 * * *"}}', true, 'all_peers'),
+	(3, 'tools', 1, 1, '[{"type":"repository","value":"tools/**"}]',
+	 '{"type":"manual","trigger_setting":{"cron":""}}', true, NULL);
 
--- the migration: extra_attrs json added, scope carried into it
+-- the migration: extra_attrs json added, scope carried into it; the nightly
+-- policy becomes a pg_cron job
+CREATE EXTENSION pg_cron;
 CREATE EXTENSION p2p_preheat;
 SELECT id, name, scope, extra_attrs FROM p2p_preheat_policy ORDER BY id;
+SELECT jobname, schedule, command FROM cron.job;
 
 -- what Dragonfly would reject or silently misread is refused at save time
-UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers", "cluster_ids": [1, "2"]}' WHERE name = 'nightly';
-UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers", "clusterids": [1, 2]}' WHERE name = 'nightly';
-UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "single_peer", "count": 5}' WHERE name = 'nightly';
-UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers", "cluster_ids": [1, 2], "timeout": "30m"}' WHERE name = 'nightly';
-
--- the object as it will be sent, and every problem at once for a UI
-SELECT p2p_preheat.validate_extra_attrs('dragonfly', extra_attrs) AS sent FROM p2p_preheat_policy WHERE name = 'nightly';
-SELECT * FROM p2p_preheat.extra_attrs_problems('dragonfly',
-	'{"scope": "al_peers", "cluster_ids": [0, 1.5], "piece_length": 1024}');
-SELECT * FROM p2p_preheat.invalid_policies;
+UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers", "clusterids": [1, 2]}' WHERE id = 3;
+UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "single_peer", "count": 5}' WHERE id = 3;
+UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers", "cluster_ids": [1, 2], "timeout": "30m"}' WHERE id = 3;
+SELECT p2p_preheat.validate_extra_attrs('dragonfly', extra_attrs) AS sent_to_dragonfly
+  FROM p2p_preheat_policy WHERE id = 3;
 
 -- the Dragonfly instance, as Harbor stores it (token in auth_data)
-UPDATE p2p_preheat_instance SET endpoint = :'endpoint', auth_mode = 'OAUTH',
-	auth_data = '{"token": "demo-token"}' WHERE id = 1;
-SET p2p_preheat.registry_url = 'https://harbor.example.com';
-SET p2p_preheat.poll_schedule = '1';
--- queue preheats the way Harbor would; the same image twice is one job
-SELECT p2p_preheat.preheat(1, 'app', '1.0') AS job_1,
-	   p2p_preheat.preheat(1, 'app', '1.1') AS job_2,
-	   p2p_preheat.preheat(1, 'library/app', '1.0') AS job_1_again,
-	   p2p_preheat.preheat(2, 'app', '1.0') AS job_3;
--- an image Dragonfly cannot fetch (the stand-in fails this one)
-SELECT p2p_preheat.preheat(1, 'jobfail', 'latest') AS job_4;
-SELECT id, state, url, attrs FROM p2p_preheat.job ORDER BY id;
+UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "demo-token"}' WHERE id = 1;
+SELECT pid IS NOT NULL AS worker_running, state FROM p2p_preheat.worker_status();
 
--- dispatch until every job is final: first sent, then followed by polling
--- (each round is what a pg_cron schedule or the worker would run)
-SELECT 1 AS round, * FROM p2p_preheat.preheat_dispatch();
+-- a push: tag v2.0 of library/app matches the event-based policy; the worker
+-- is woken at COMMIT and sends it at once
+INSERT INTO tag (repository_id, artifact_id, name) VALUES (1, 4, 'v2.0'), (1, 4, 'dev');
+SELECT pg_sleep(0.2);
+SELECT id, policy_id, state, substring(url FROM '/v2/(.*)$') AS image, attrs FROM p2p_preheat.job;
+
+-- a manual run of the "tools" policy, and of "nightly" now rather than at 02:00
+SELECT p2p_preheat.run_policy(3) AS tools_execution, p2p_preheat.run_policy(2, 'scheduled') AS nightly_execution;
+SELECT id, policy_id, state, substring(url FROM '/v2/(.*)$') AS image FROM p2p_preheat.job ORDER BY id;
+SELECT 'waiting for Dragonfly' AS "...", pg_sleep(1.5);
 SELECT state, count(*) FROM p2p_preheat.job GROUP BY state ORDER BY state;
-SELECT pg_sleep(1.2) AS "waiting for Dragonfly";
-SELECT 2 AS round, * FROM p2p_preheat.preheat_dispatch();
-SELECT pg_sleep(1.2) AS "waiting for Dragonfly";
-SELECT 3 AS round, * FROM p2p_preheat.preheat_dispatch();
-SELECT pg_sleep(1.2) AS "waiting for Dragonfly";
-SELECT 4 AS round, * FROM p2p_preheat.preheat_dispatch();
+SELECT 'waiting for Dragonfly' AS "...", pg_sleep(3);
 SELECT state, count(*) FROM p2p_preheat.job GROUP BY state ORDER BY state;
 
 -- the readable summary
-SELECT id, state, substring(url FROM '/v2/(.*)$') AS image, dragonfly_job_id AS dragonfly_job,
-	   attempts, polls, round(extract(epoch FROM finished_at - created_at)::numeric, 1) AS seconds,
-	   coalesce(last_error, '') AS error
-  FROM p2p_preheat.job ORDER BY id;
+SELECT e.id AS execution, p.name AS policy, e.trigger, e.status, e.jobs, e.succeeded, e.failed,
+	   round(extract(epoch FROM e.ended_at - e.started_at)::numeric, 1) AS seconds
+  FROM p2p_preheat.execution_status e JOIN p2p_preheat_policy p ON p.id = e.policy_id ORDER BY e.id;
+SELECT j.id AS job, j.state, substring(j.url FROM '/v2/(.*)$') AS image, j.dragonfly_job_id AS dragonfly_job,
+	   j.attempts, j.polls, round(extract(epoch FROM j.finished_at - j.created_at)::numeric, 1) AS seconds
+  FROM p2p_preheat.job j ORDER BY j.id;
+SELECT instance_id, queued, running, succeeded, failed, last_error FROM p2p_preheat.status;
+SELECT state, jobs_in_flight, sent, polled, succeeded, failed, wakeups FROM p2p_preheat.worker_status();
 SQL
-echo "demo finished: the throwaway cluster is removed"
+echo "demo finished: the throwaway cluster and the stand-in are removed"
