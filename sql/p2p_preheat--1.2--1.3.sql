@@ -77,6 +77,49 @@ SELECT ej.execution_id, j.id AS job_id, ej.artifact_id, ej.tag, j.url, j.instanc
 
 -- run_policy() ------------------------------------------------------------
 
+-- Harbor's filters: repository and tag patterns, label names; signature and
+-- vulnerability cannot be evaluated here and come back as notes.
+CREATE FUNCTION p2p_preheat._parse_filters(filters text, who text,
+	OUT repo_pattern text, OUT tag_pattern text, OUT labels text[], OUT notes text[])
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	doc jsonb;
+	f jsonb;
+BEGIN
+	labels := '{}';
+	notes := '{}';
+	BEGIN
+		doc := coalesce(nullif(btrim(filters), ''), '[]')::jsonb;
+	EXCEPTION WHEN invalid_text_representation THEN
+		RAISE EXCEPTION 'filters of % are not valid JSON', who
+			USING ERRCODE = 'invalid_text_representation';
+	END;
+	IF jsonb_typeof(doc) <> 'array' THEN
+		RAISE EXCEPTION 'filters of % must be a JSON array', who
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR f IN SELECT * FROM jsonb_array_elements(doc) LOOP
+		CASE f->>'type'
+			WHEN 'repository' THEN repo_pattern := f->>'value';
+			WHEN 'tag' THEN tag_pattern := f->>'value';
+			WHEN 'label' THEN
+				labels := CASE jsonb_typeof(f->'value')
+					WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(f->'value'))
+					WHEN 'string' THEN ARRAY[f->>'value']
+					ELSE '{}' END;
+			WHEN 'signature', 'vulnerability' THEN
+				-- Harbor's signature and scan results are not in the tables this extension reads
+				notes := notes || format('%s filter (%s) not applicable: the database holds no %s data; not evaluated',
+					f->>'type', f->'value', CASE f->>'type' WHEN 'signature' THEN 'signature' ELSE 'scan' END);
+			ELSE
+				notes := notes || format('unknown filter type %s ignored', coalesce(f->>'type', 'null'));
+		END CASE;
+	END LOOP;
+END
+$$;
+
 CREATE FUNCTION p2p_preheat.run_policy(policy_id integer, trigger text DEFAULT 'manual')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
@@ -87,8 +130,6 @@ DECLARE
 	h name := p2p_preheat._harbor_schema();
 	pol record;
 	registry text := rtrim(coalesce(current_setting('p2p_preheat.registry_url', true), ''), '/');
-	filters jsonb;
-	f jsonb;
 	repo_pattern text;
 	tag_pattern text;
 	labels text[] := '{}';
@@ -134,33 +175,9 @@ BEGIN
 				  HINT = 'A superuser sets it to Harbor''s external URL.';
 	END IF;
 
-	BEGIN
-		filters := coalesce(nullif(btrim(pol.filters), ''), '[]')::jsonb;
-	EXCEPTION WHEN invalid_text_representation THEN
-		RAISE EXCEPTION 'filters of preheat policy "%" (id %) are not valid JSON', pol.name, policy_id
-			USING ERRCODE = 'invalid_text_representation';
-	END;
-	IF jsonb_typeof(filters) <> 'array' THEN
-		RAISE EXCEPTION 'filters of preheat policy "%" (id %) must be a JSON array', pol.name, policy_id
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	FOR f IN SELECT * FROM jsonb_array_elements(filters) LOOP
-		CASE f->>'type'
-			WHEN 'repository' THEN repo_pattern := f->>'value';
-			WHEN 'tag' THEN tag_pattern := f->>'value';
-			WHEN 'label' THEN
-				labels := CASE jsonb_typeof(f->'value')
-					WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(f->'value'))
-					WHEN 'string' THEN ARRAY[f->>'value']
-					ELSE '{}' END;
-			WHEN 'signature', 'vulnerability' THEN
-				-- Harbor's signature and scan results are not in the tables this extension reads
-				notes := notes || format('%s filter (%s) not applicable: the database holds no %s data; not evaluated',
-					f->>'type', f->'value', CASE f->>'type' WHEN 'signature' THEN 'signature' ELSE 'scan' END);
-			ELSE
-				notes := notes || format('unknown filter type %s ignored', coalesce(f->>'type', 'null'));
-		END CASE;
-	END LOOP;
+	SELECT f.repo_pattern, f.tag_pattern, f.labels, f.notes
+	  INTO repo_pattern, tag_pattern, labels, notes
+	  FROM p2p_preheat._parse_filters(pol.filters, format('preheat policy "%s" (id %s)', pol.name, policy_id)) f;
 
 	attrs := p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs);
 	INSERT INTO p2p_preheat.execution (policy_id, trigger, notes)

@@ -74,8 +74,6 @@ DECLARE
 				WHERE c.oid = policy_table);
 	pol record;
 	kind text;
-	filters jsonb;
-	f jsonb;
 	repo_pattern text;
 	tag_pattern text;
 	labels text[] := '{}';
@@ -98,23 +96,8 @@ BEGIN
 	-- push events
 	DELETE FROM p2p_preheat.event_policy e WHERE e.policy_id = _sync_policy.policy_id;
 	IF pol.name IS NOT NULL AND coalesce(pol.enabled, false) AND kind = 'event_based' THEN
-		BEGIN
-			filters := coalesce(nullif(btrim(pol.filters), ''), '[]')::jsonb;
-		EXCEPTION WHEN invalid_text_representation THEN
-			RAISE EXCEPTION 'filters of preheat policy "%" (id %) are not valid JSON', pol.name, policy_id
-				USING ERRCODE = 'invalid_text_representation';
-		END;
-		FOR f IN SELECT * FROM jsonb_array_elements(CASE jsonb_typeof(filters) WHEN 'array' THEN filters ELSE '[]' END) LOOP
-			CASE f->>'type'
-				WHEN 'repository' THEN repo_pattern := f->>'value';
-				WHEN 'tag' THEN tag_pattern := f->>'value';
-				WHEN 'label' THEN
-					labels := CASE jsonb_typeof(f->'value')
-						WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(f->'value'))
-						WHEN 'string' THEN ARRAY[f->>'value'] ELSE '{}' END;
-				ELSE NULL;
-			END CASE;
-		END LOOP;
+		SELECT f.repo_pattern, f.tag_pattern, f.labels INTO repo_pattern, tag_pattern, labels
+		  FROM p2p_preheat._parse_filters(pol.filters, format('preheat policy "%s" (id %s)', pol.name, policy_id)) f;
 		INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, repo_pattern, tag_pattern, labels, attrs)
 		VALUES (policy_id, pol.project_id, pol.provider_id, repo_pattern, tag_pattern, labels,
 				p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs));
