@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/varlena.h"
 
@@ -254,19 +255,27 @@ typedef enum WholeNumber
 static WholeNumber
 whole_number(const JsonbValue *v, int64 *out)
 {
-	char	   *s;
-	char	   *end;
+	static Numeric int64_min = NULL;
+	static Numeric int64_max = NULL;
+	Datum		num;
 
 	if (v->type != jbvNumeric)
 		return WN_NOT_NUMBER;
-	s = DatumGetCString(DirectFunctionCall1(numeric_out,
-											NumericGetDatum(v->val.numeric)));
-	if (strchr(s, '.') != NULL)
+	num = NumericGetDatum(v->val.numeric);
+	if (DatumGetInt32(DirectFunctionCall1(numeric_scale, num)) > 0)
 		return WN_FRACTION;
-	errno = 0;
-	*out = strtoi64(s, &end, 10);
-	if (errno == ERANGE || *end != '\0')
+	if (int64_min == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		int64_min = int64_to_numeric(PG_INT64_MIN);
+		int64_max = int64_to_numeric(PG_INT64_MAX);
+		MemoryContextSwitchTo(old);
+	}
+	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, NumericGetDatum(int64_min))) < 0 ||
+		DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, NumericGetDatum(int64_max))) > 0)
 		return WN_HUGE;
+	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, num));
 	return WN_OK;
 }
 

@@ -137,6 +137,51 @@ describe_policy(HeapTuple tup, TupleDesc desc)
 					name ? name : "?", id ? id : "?");
 }
 
+/* Column numbers of extra_attrs and provider_id, looked up once per relation version. */
+typedef struct ColumnCache
+{
+	Oid			relid;
+	TupleDesc	desc;			/* the relcache's, to notice ALTER TABLE */
+	int			ea_att;
+	int			pv_att;
+} ColumnCache;
+
+/* attno still names that live column (a cheap guard against a reused descriptor) */
+static bool
+column_is(TupleDesc desc, int attno, const char *name)
+{
+	Form_pg_attribute att;
+
+	if (attno <= 0)
+		return attno == SPI_fnumber(desc, name);
+	if (attno > desc->natts)
+		return false;
+	att = TupleDescAttr(desc, attno - 1);
+	return !att->attisdropped && strcmp(NameStr(att->attname), name) == 0;
+}
+
+static void
+column_numbers(FunctionCallInfo fcinfo, Relation rel, int *ea_att, int *pv_att)
+{
+	ColumnCache *cc = fcinfo->flinfo->fn_extra;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (cc == NULL)
+		cc = fcinfo->flinfo->fn_extra =
+			MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ColumnCache));
+	if (cc->relid != RelationGetRelid(rel) || cc->desc != desc ||
+		!column_is(desc, cc->ea_att, "extra_attrs") ||
+		!column_is(desc, cc->pv_att, "provider_id"))
+	{
+		cc->relid = RelationGetRelid(rel);
+		cc->desc = desc;
+		cc->ea_att = SPI_fnumber(desc, "extra_attrs");
+		cc->pv_att = SPI_fnumber(desc, "provider_id");
+	}
+	*ea_att = cc->ea_att;
+	*pv_att = cc->pv_att;
+}
+
 Datum
 p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 {
@@ -163,8 +208,7 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 
 	desc = RelationGetDescr(td->tg_relation);
 	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	ea_att = SPI_fnumber(desc, "extra_attrs");
-	pv_att = SPI_fnumber(desc, "provider_id");
+	column_numbers(fcinfo, td->tg_relation, &ea_att, &pv_att);
 	if (ea_att <= 0)
 		return PointerGetDatum(newtup);
 
