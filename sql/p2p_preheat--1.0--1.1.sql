@@ -10,11 +10,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT coalesce(
 		(SELECT n.nspname
-		   FROM pg_trigger t
-		   JOIN pg_class c ON c.oid = t.tgrelid
+		   FROM p2p_preheat._policy_tables() t
+		   JOIN pg_class c ON c.oid = t
 		   JOIN pg_namespace n ON n.oid = c.relnamespace
-		  WHERE t.tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure
-		  ORDER BY t.tgrelid LIMIT 1),
+		  LIMIT 1),
 		'public')
 $$;
 

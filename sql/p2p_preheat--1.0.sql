@@ -137,6 +137,18 @@ CREATE EVENT TRIGGER p2p_preheat_attach ON ddl_command_end
 	WHEN TAG IN ('CREATE TABLE')
 	EXECUTE FUNCTION p2p_preheat._on_create_table();
 
+-- Harbor's policy tables: those carrying the validation trigger.  Every
+-- function that needs "Harbor's tables" starts here.
+CREATE FUNCTION p2p_preheat._policy_tables()
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT tgrelid::regclass FROM pg_trigger
+	 WHERE tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure
+	 ORDER BY tgrelid
+$$;
+
 -- Policies that were stored before the rules existed ---------------------
 
 CREATE FUNCTION p2p_preheat._invalid_policies(
@@ -150,11 +162,7 @@ DECLARE
 	t regclass;
 	inst regclass;
 BEGIN
-	FOR t IN
-		SELECT tgrelid FROM pg_trigger
-		 WHERE tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure
-		 ORDER BY tgrelid
-	LOOP
+	FOR t IN SELECT * FROM p2p_preheat._policy_tables() LOOP
 		inst := to_regclass(format('%I.p2p_preheat_instance',
 			(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			  WHERE c.oid = t)));

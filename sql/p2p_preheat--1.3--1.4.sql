@@ -283,8 +283,7 @@ AS $$
 DECLARE
 	t regclass;
 BEGIN
-	FOR t IN SELECT tgrelid FROM pg_trigger
-			  WHERE tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure ORDER BY tgrelid LOOP
+	FOR t IN SELECT * FROM p2p_preheat._policy_tables() LOOP
 		PERFORM p2p_preheat._attach_events(t);
 	END LOOP;
 END
@@ -300,7 +299,7 @@ DECLARE
 	t regclass;
 	found boolean;
 BEGIN
-	FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure LOOP
+	FOR t IN SELECT * FROM p2p_preheat._policy_tables() LOOP
 		EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE id = $1)', t) INTO found USING policy_id;
 		IF found THEN
 			RETURN true;
@@ -333,7 +332,7 @@ BEGIN
 	PERFORM cron.unschedule(jobid) FROM cron.job
 	 WHERE jobname LIKE 'p2p\_preheat\_policy\_%'
 	   AND NOT p2p_preheat._policy_exists(substr(jobname, 20)::int);
-	FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgfoid = 'p2p_preheat.policy_trigger()'::regprocedure LOOP
+	FOR t IN SELECT * FROM p2p_preheat._policy_tables() LOOP
 		FOR p IN EXECUTE format('SELECT id FROM %s', t) LOOP
 			PERFORM p2p_preheat._sync_policy(t, p.id);
 		END LOOP;
