@@ -20,7 +20,7 @@ OBJS = \
 DATA = $(wildcard sql/p2p_preheat--*.sql)
 
 REGRESS = validate migrate event_trigger dispatch policy events operations upgrade
-REGRESS_OPTS = --inputdir=.
+REGRESS_OPTS = --inputdir=test
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-cast-function-type -DP2P_PREHEAT_VERSION=\"$(EXT_VERSION)\"

@@ -11,7 +11,7 @@ build_standin
 
 work=$(make_workdir)
 trap 'rm -rf "$work"' EXIT
-cp -r "$REPO/sql" "$REPO/expected" "$REPO/test" "$work/"
+cp -r "$REPO/test" "$work/"
 start_standin "$work" "${STANDIN_TEST_AUTH[@]}"
 trap 'stop_standin; rm -rf "$work"' EXIT
 # paths known only now: the secret files the suite's instances use
@@ -30,7 +30,7 @@ as_pg "$PGXS_DIR/../test/regress/pg_regress" \
 	--temp-instance="$work/tmp_check" \
 	--temp-config="$work/test/regress.conf" \
 	--bindir="$PG_BIN" \
-	--inputdir="$work" --outputdir="$work" \
+	--inputdir="$work/test" --outputdir="$work/test" \
 	--dbname=contrib_regression \
 	$tests || status=$?
 report_failure() {
@@ -40,7 +40,7 @@ report_failure() {
 	echo "$2 failed" >&2
 	exit 1
 }
-[ $status -eq 0 ] || report_failure "$work" pg_regress
+[ $status -eq 0 ] || report_failure "$work/test" pg_regress
 
 # isolation specs: concurrent sessions against their own throwaway instance
 iso="$work/test/isolation"
