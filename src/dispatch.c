@@ -15,7 +15,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -27,11 +29,15 @@
 #include "utils/lsyscache.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/wait_event.h"
 
 #include "dispatch.h"
 #include "dragonfly.h"
+#include "extra_attrs.h"
+#include "harbor.h"
 #include "harbor_auth.h"
 #include "http.h"
 
@@ -56,6 +62,7 @@ typedef struct DispatchJob
 {
 	int64		id;
 	int			policy_id;		/* 0 for preheat_url() */
+	JobState	state;			/* as claimed */
 	bool		is_poll;		/* running: GET its state; else POST it */
 	char	   *url;
 	Jsonb	   *attrs;
@@ -161,102 +168,128 @@ backoff_secs(int attempt)
 	return ms * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state)) / 1000.0;
 }
 
-static char *
-harbor_schema(void)
-{
-	char	   *s;
+const char *const job_state_names[] = {
+	"queued", "sending", "running", "succeeded", "failed", "canceled"
+};
 
-	if (SPI_execute("SELECT p2p_preheat._harbor_schema()::text", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not find Harbor's schema");
-	s = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	return s ? s : "public";
+JobState
+job_state_from_name(const char *name)
+{
+	for (int i = 0; i < lengthof(job_state_names); i++)
+		if (strcmp(job_state_names[i], name) == 0)
+			return (JobState) i;
+	elog(ERROR, "p2p_preheat: unknown job state \"%s\"", name);
+	return JOB_QUEUED;			/* keep the compiler quiet */
+}
+
+/* A column of an SPI result by name; an error if the contract changed. */
+static int
+colno(TupleDesc desc, const char *name)
+{
+	int			n = SPI_fnumber(desc, name);
+
+	if (n <= 0)
+		elog(ERROR, "p2p_preheat: the claim returned no column \"%s\"", name);
+	return n;
 }
 
 static char *
-get_text(HeapTuple tup, TupleDesc desc, int col)
+col_text(HeapTuple t, TupleDesc d, const char *name)
 {
-	return SPI_getvalue(tup, desc, col);
+	return SPI_getvalue(t, d, colno(d, name));
 }
 
 static int64
-get_int8(HeapTuple tup, TupleDesc desc, int col)
+col_int(HeapTuple t, TupleDesc d, const char *name)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	int			n = colno(d, name);
+	Datum		v = SPI_getbinval(t, d, n, &isnull);
 
 	if (isnull)
 		return 0;
-	switch (TupleDescAttr(desc, col - 1)->atttypid)
-	{
-		case INT4OID:
-			return DatumGetInt32(d);
-		case FLOAT8OID:
-			return (int64) DatumGetFloat8(d);
-		default:
-			return DatumGetInt64(d);
-	}
+	return SPI_gettypeid(d, n) == INT4OID ? DatumGetInt32(v) : DatumGetInt64(v);
 }
 
-static bool
-get_bool(HeapTuple tup, TupleDesc desc, int col)
+static double
+timestamptz_epoch(TimestampTz t)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return !isnull && DatumGetBool(d);
+	return (double) t / USECS_PER_SEC +
+		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
 }
 
-#define CLAIMED_COLUMNS \
-	"j.id, j.state, j.url, j.attrs, j.instance_id, j.dragonfly_job_id," \
-	" j.attempts, j.polls, extract(epoch FROM j.sent_at)::float8 AS sent_epoch, j.policy_id"
+static TimestampTz
+epoch_timestamptz(double e)
+{
+	return (TimestampTz) ((e - ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) *
+						  USECS_PER_SEC);
+}
+
+/* Gives each job its instance, read as Harbor's owner. */
+static void
+attach_instances(List *jobs)
+{
+	int		   *ids = palloc(list_length(jobs) * sizeof(int));
+	int			n = 0;
+	List	   *instances;
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		DispatchJob *j = lfirst(lc);
+		bool		seen = false;
+
+		for (int i = 0; i < n && !seen; i++)
+			seen = ids[i] == j->instance_id;
+		if (!seen)
+			ids[n++] = j->instance_id;
+	}
+	instances = harbor_instances(ids, n);
+	foreach(lc, jobs)
+	{
+		DispatchJob *j = lfirst(lc);
+		ListCell   *li;
+
+		foreach(li, instances)
+		{
+			HarborInstance *inst = lfirst(li);
+
+			if (inst->id != j->instance_id)
+				continue;
+			j->instance_found = true;
+			j->endpoint = inst->endpoint;
+			j->auth_mode = inst->auth_mode;
+			j->auth_data = inst->auth_data ? pstrdup(inst->auth_data) : NULL;
+			j->insecure = inst->insecure;
+			j->enabled = inst->enabled;
+			j->vendor = inst->vendor;
+			break;
+		}
+	}
+	foreach(lc, instances)
+		secret_free(((HarborInstance *) lfirst(lc))->auth_data);
+}
 
 List *
 dispatch_claim(int max_jobs, bool lease)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *jobs = NIL;
-	char	   *schema;
-	char	   *q;
-	Oid			argtypes[2] = {INT4OID, FLOAT8OID};
+	Oid			argtypes[2] = {INT4OID, INTERVALOID};
 	Datum		args[2];
+	char		nulls[2] = {' ', lease ? ' ' : 'n'};
+	Interval   *iv = palloc0(sizeof(Interval));
 
 	if (max_jobs <= 0)
 		return NIL;
+	harbor_check_version();
+	iv->time = (int64) dispatch_lease_s * USECS_PER_SEC;
+	args[0] = Int32GetDatum(max_jobs);
+	args[1] = IntervalPGetDatum(iv);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	schema = harbor_schema();
-	q = psprintf("WITH c AS ("
-				 "  SELECT id FROM p2p_preheat.job"
-				 "   WHERE state IN ('queued', 'sending', 'running')"
-				 "     AND next_attempt_at <= clock_timestamp()"
-				 "     AND (lease_until IS NULL OR lease_until < clock_timestamp())"
-				 "   ORDER BY next_attempt_at"
-				 "   LIMIT $1"
-				 "   FOR UPDATE SKIP LOCKED),"
-				 " u AS (%s)"
-				 " SELECT u.id, u.state, u.url, u.attrs, u.instance_id, u.dragonfly_job_id,"
-				 "        u.attempts, u.polls, u.sent_epoch,"
-				 "        i.endpoint::text, i.auth_mode::text, i.auth_data::text,"
-				 "        coalesce(i.insecure, false), coalesce(i.enabled, true),"
-				 "        i.vendor::text, i.id IS NOT NULL, s.headers::text, u.policy_id"
-				 "   FROM u"
-				 "   LEFT JOIN %s.p2p_preheat_instance i ON i.id = u.instance_id"
-				 "   LEFT JOIN p2p_preheat.job_secret s ON s.job_id = u.id",
-				 lease ?
-				 "  UPDATE p2p_preheat.job j"
-				 "     SET state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'sending' END,"
-				 "         lease_until = clock_timestamp() + make_interval(secs => $2),"
-				 "         updated_at = clock_timestamp()"
-				 "    FROM c WHERE j.id = c.id"
-				 "  RETURNING " CLAIMED_COLUMNS :
-				 "  SELECT " CLAIMED_COLUMNS
-				 "    FROM p2p_preheat.job j JOIN c ON j.id = c.id"
-				 "   WHERE $2 IS NOT NULL",
-				 quote_identifier(schema));
-	args[0] = Int32GetDatum(max_jobs);
-	args[1] = Float8GetDatum((double) dispatch_lease_s);
-	if (SPI_execute_with_args(q, 2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT * FROM p2p_preheat._claim($1, $2)",
+							  2, argtypes, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim preheat jobs");
 
 	MemoryContextSwitchTo(caller);
@@ -266,30 +299,26 @@ dispatch_claim(int max_jobs, bool lease)
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		DispatchJob *j = palloc0(sizeof(DispatchJob));
 		bool		isnull;
-		Datum		attrs = SPI_getbinval(t, d, 4, &isnull);
-		char	   *state = get_text(t, d, 2);	/* running or sending/queued */
-		char	   *sent = get_text(t, d, 9);
+		Datum		attrs = SPI_getbinval(t, d, colno(d, "attrs"), &isnull);
+		Datum		sent;
 
-		j->id = get_int8(t, d, 1);
-		j->is_poll = strcmp(state, "running") == 0;
-		j->url = get_text(t, d, 3);
+		j->id = col_int(t, d, "id");
+		j->state = job_state_from_name(col_text(t, d, "state"));
+		j->is_poll = j->state == JOB_RUNNING;
+		j->url = col_text(t, d, "url");
 		j->attrs = isnull ? NULL : DatumGetJsonbPCopy(attrs);
-		j->instance_id = (int) get_int8(t, d, 5);
-		j->df_id = get_int8(t, d, 6);
-		j->attempts = (int) get_int8(t, d, 7);
-		j->polls = (int) get_int8(t, d, 8);
-		j->sent_epoch = sent ? strtod(sent, NULL) : 0;
-		j->endpoint = get_text(t, d, 10);
-		j->auth_mode = get_text(t, d, 11);
-		j->auth_data = get_text(t, d, 12);
-		j->insecure = get_bool(t, d, 13);
-		j->enabled = get_bool(t, d, 14);
-		j->vendor = get_text(t, d, 15);
-		j->instance_found = get_bool(t, d, 16);
-		j->headers = get_text(t, d, 17);
-		j->policy_id = (int) get_int8(t, d, 18);
+		j->instance_id = (int) col_int(t, d, "instance_id");
+		j->policy_id = (int) col_int(t, d, "policy_id");
+		j->df_id = col_int(t, d, "dragonfly_job_id");
+		j->attempts = (int) col_int(t, d, "attempts");
+		j->polls = (int) col_int(t, d, "polls");
+		sent = SPI_getbinval(t, d, colno(d, "sent_at"), &isnull);
+		j->sent_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(sent));
+		j->headers = col_text(t, d, "headers");
 		jobs = lappend(jobs, j);
 	}
+	if (jobs != NIL)
+		attach_instances(jobs);
 	SPI_finish();
 	return jobs;
 }
@@ -310,7 +339,7 @@ unsendable(DispatchJob *j, const char *cred_error)
 		return psprintf("preheat instance %d does not exist", j->instance_id);
 	if (!j->enabled)
 		return psprintf("preheat instance %d is disabled", j->instance_id);
-	if (j->vendor == NULL || pg_strcasecmp(j->vendor, "dragonfly") != 0)
+	if (!ea_vendor_is_dragonfly(j->vendor))
 		return psprintf("preheat instance %d is a %s instance; p2p_preheat sends to dragonfly only",
 						j->instance_id, j->vendor ? j->vendor : "(no vendor)");
 	if (j->endpoint == NULL ||
@@ -450,36 +479,74 @@ dispatch_run(List *jobs)
 	PG_END_TRY();
 }
 
-/* What the answer means for the job: its next state and when to look again. */
-/* One array per column of the record query, a row per job. */
-typedef struct Outcomes
+/*
+ * Outcomes go to SQL as an array of p2p_preheat.job_outcome, whose fields
+ * are set by name: the order of the type's columns does not matter here.
+ */
+enum OutcomeField
 {
-	ArrayBuildState *col[13];
-} Outcomes;
-
-static const Oid outcome_types[13] = {
-	INT8OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, FLOAT8OID, INT8OID,
-	TEXTOID, INT4OID, TEXTOID, INT4OID, JSONBOID, BOOLOID
+	OF_ID, OF_STATE, OF_ATTEMPTS, OF_POLLS, OF_NEXT, OF_SENT, OF_DF_ID, OF_DF_STATE,
+	OF_HTTP_STATUS, OF_ERROR, OF_FAILED_PEERS, OF_RESULT, OF_COUNT
 };
 
-static void
-put(Outcomes *o, int col, Datum v, bool isnull)
+static const char *const outcome_field_names[OF_COUNT] = {
+	"id", "state", "attempts", "polls", "next_attempt_at", "sent_at", "dragonfly_job_id",
+	"dragonfly_state", "http_status", "error", "failed_peers", "result"
+};
+
+typedef struct Outcomes
 {
-	o->col[col] = accumArrayResult(o->col[col], v, isnull, outcome_types[col],
-								   CurrentMemoryContext);
+	Oid			typid;
+	TupleDesc	desc;
+	int			attno[OF_COUNT];	/* 0-based column of each field */
+	Datum	   *values;
+	bool	   *nulls;
+	ArrayBuildState *rows;
+} Outcomes;
+
+static void
+outcomes_init(Outcomes *o)
+{
+	Oid			nsp = get_namespace_oid("p2p_preheat", false);
+
+	o->typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+							   CStringGetDatum("job_outcome"), ObjectIdGetDatum(nsp));
+	if (!OidIsValid(o->typid))
+		elog(ERROR, "p2p_preheat: type p2p_preheat.job_outcome is missing");
+	o->desc = lookup_rowtype_tupdesc_copy(o->typid, -1);
+	for (int f = 0; f < OF_COUNT; f++)
+	{
+		o->attno[f] = -1;
+		for (int i = 0; i < o->desc->natts; i++)
+			if (strcmp(NameStr(TupleDescAttr(o->desc, i)->attname), outcome_field_names[f]) == 0)
+				o->attno[f] = i;
+		if (o->attno[f] < 0)
+			elog(ERROR, "p2p_preheat: type p2p_preheat.job_outcome has no field \"%s\"",
+				 outcome_field_names[f]);
+	}
+	o->values = palloc(o->desc->natts * sizeof(Datum));
+	o->nulls = palloc(o->desc->natts * sizeof(bool));
+	o->rows = NULL;
 }
 
+static void
+set_field(Outcomes *o, enum OutcomeField f, Datum v, bool isnull)
+{
+	o->values[o->attno[f]] = isnull ? (Datum) 0 : v;
+	o->nulls[o->attno[f]] = isnull;
+}
+
+/* What the answer means for the job: its next state and when to look again. */
 static void
 settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 {
 	DfAnswer   *a = &j->answer;
-	const char *state;
+	JobState	state;
 	int			attempts = j->attempts;
 	int			polls = j->polls;
 	double		next = 0;
 	double		sent = 0;
 	char	   *error = a->error;
-	bool		finished = false;
 
 	if (!j->is_poll)
 	{
@@ -488,7 +555,7 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 		switch (a->verdict)
 		{
 			case DF_ACCEPTED:
-				state = "running";
+				state = JOB_RUNNING;
 				sent = now;
 				polls = 0;
 				next = now + poll_offset(0);
@@ -497,18 +564,18 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 			case DF_RETRY:
 				if (attempts >= dispatch_max_attempts)
 				{
-					state = "failed";
+					state = JOB_FAILED;
 					error = psprintf("gave up after %d attempts: %s", attempts, a->error);
 				}
 				else
 				{
-					state = "queued";
+					state = JOB_QUEUED;
 					next = now + backoff_secs(attempts);
 					c->retried++;
 				}
 				break;
 			default:
-				state = "failed";
+				state = JOB_FAILED;
 				break;
 		}
 	}
@@ -523,17 +590,17 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 		switch (a->verdict)
 		{
 			case DF_SUCCEEDED:
-				state = "succeeded";
+				state = JOB_SUCCEEDED;
 				break;
 			case DF_FAILED:
-				state = "failed";
+				state = JOB_FAILED;
 				break;
 			default:
 				if (a->verdict == DF_RETRY)
 					c->retried++;
 				if (age >= dispatch_give_up_after_s)
 				{
-					state = "failed";
+					state = JOB_FAILED;
 					error = psprintf("Dragonfly did not finish the job within %d minutes%s%s",
 									 dispatch_give_up_after_s / 60,
 									 a->error ? "; last answer: " : " (still PENDING)",
@@ -541,7 +608,7 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 				}
 				else
 				{
-					state = "running";
+					state = JOB_RUNNING;
 					next = a->verdict == DF_RETRY ?
 						now + Min(backoff_secs(Max(polls, 1)), 60.0) :
 						Max(j->sent_epoch + poll_offset(polls), now + 1.0);
@@ -549,116 +616,57 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 				break;
 		}
 	}
-	if (strcmp(state, "succeeded") == 0)
-	{
+	if (state == JOB_SUCCEEDED)
 		c->succeeded++;
-		finished = true;
-	}
-	else if (strcmp(state, "failed") == 0)
-	{
+	else if (state == JOB_FAILED)
 		c->failed++;
-		finished = true;
-	}
 
-	put(out, 0, Int64GetDatum(j->id), false);
-	put(out, 1, CStringGetTextDatum(state), false);
-	put(out, 2, Int32GetDatum(attempts), false);
-	put(out, 3, Int32GetDatum(polls), false);
-	put(out, 4, Float8GetDatum(next), next <= 0);
-	put(out, 5, Float8GetDatum(sent), sent <= 0);
-	put(out, 6, Int64GetDatum(a->job_id), a->job_id <= 0);
-	put(out, 7, a->state ? CStringGetTextDatum(a->state) : (Datum) 0, a->state == NULL);
-	put(out, 8, Int32GetDatum((int32) j->req.status),
-		!(j->needs_http && j->req.done && j->req.status > 0));
-	put(out, 9, error ? CStringGetTextDatum(error) : (Datum) 0, error == NULL);
-	put(out, 10, Int32GetDatum(a->failed_peers), false);
-	put(out, 11, JsonbPGetDatum(a->result), a->result == NULL);
-	put(out, 12, BoolGetDatum(finished), false);
+	set_field(out, OF_ID, Int64GetDatum(j->id), false);
+	set_field(out, OF_STATE, CStringGetTextDatum(job_state_names[state]), false);
+	set_field(out, OF_ATTEMPTS, Int32GetDatum(attempts), false);
+	set_field(out, OF_POLLS, Int32GetDatum(polls), false);
+	set_field(out, OF_NEXT, TimestampTzGetDatum(epoch_timestamptz(next)), next <= 0);
+	set_field(out, OF_SENT, TimestampTzGetDatum(epoch_timestamptz(sent)), sent <= 0);
+	set_field(out, OF_DF_ID, Int64GetDatum(a->job_id), a->job_id <= 0);
+	set_field(out, OF_DF_STATE, a->state ? CStringGetTextDatum(a->state) : (Datum) 0, a->state == NULL);
+	set_field(out, OF_HTTP_STATUS, Int32GetDatum((int32) j->req.status),
+			  !(j->needs_http && j->req.done && j->req.status > 0));
+	set_field(out, OF_ERROR, error ? CStringGetTextDatum(error) : (Datum) 0, error == NULL);
+	set_field(out, OF_FAILED_PEERS, Int32GetDatum(a->failed_peers), false);
+	set_field(out, OF_RESULT, JsonbPGetDatum(a->result), a->result == NULL);
+	out->rows = accumArrayResult(out->rows,
+								 HeapTupleGetDatum(heap_form_tuple(out->desc, out->values, out->nulls)),
+								 false, out->typid, CurrentMemoryContext);
 
-	if (finished || error)
-		elog(finished && strcmp(state, "failed") == 0 ? LOG : DEBUG1,
+	if (!JOB_STATE_IS_OPEN(state) || error)
+		elog(state == JOB_FAILED ? LOG : DEBUG1,
 			 "p2p_preheat: job=" INT64_FORMAT " policy=%d instance=%d state=%s%s%s",
-			 j->id, j->policy_id, j->instance_id, state, error ? " error: " : "", error ? error : "");
-}
-
-static bool
-counts_finished(List *jobs)
-{
-	ListCell   *lc;
-
-	foreach(lc, jobs)
-	{
-		DfVerdict	v = ((DispatchJob *) lfirst(lc))->answer.verdict;
-
-		if (v == DF_SUCCEEDED || v == DF_FAILED)
-			return true;
-	}
-	return false;
+			 j->id, j->policy_id, j->instance_id, job_state_names[state],
+			 error ? " error: " : "", error ? error : "");
 }
 
 void
 dispatch_record(List *jobs, DispatchCounts *counts)
 {
-	Outcomes	out = {0};
+	Outcomes	out;
 	ListCell   *lc;
 	double		now = now_epoch();
-	Oid			argtypes[13];
-	Datum		args[13];
+	Oid			argtype;
+	Datum		arg;
 
 	if (jobs == NIL)
 		return;
+	outcomes_init(&out);
 	foreach(lc, jobs)
 		settle(lfirst(lc), &out, counts, now);
-	for (int i = 0; i < 13; i++)
-	{
-		argtypes[i] = get_array_type(outcome_types[i]);
-		args[i] = makeArrayResult(out.col[i], CurrentMemoryContext);
-	}
+	argtype = get_array_type(out.typid);
+	arg = makeArrayResult(out.rows, CurrentMemoryContext);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(
-							  "WITH o AS ("
-							  "  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-							  "    AS o(id, state, attempts, polls, next_epoch, sent_epoch, df_id, df_state,"
-							  "         http_status, error, failed_peers, result, finished)),"
-							  " u AS ("
-							  "  UPDATE p2p_preheat.job j"
-							  "     SET state = o.state, attempts = o.attempts, polls = o.polls,"
-							  "         next_attempt_at = coalesce(to_timestamp(o.next_epoch), j.next_attempt_at),"
-							  "         sent_at = coalesce(to_timestamp(o.sent_epoch), j.sent_at),"
-							  "         dragonfly_job_id = coalesce(o.df_id, j.dragonfly_job_id),"
-							  "         dragonfly_state = coalesce(o.df_state, j.dragonfly_state),"
-							  "         last_http_status = o.http_status,"
-							  "         last_error = o.error,"
-							  "         failed_peers = CASE WHEN o.finished THEN o.failed_peers END,"
-							  "         result = coalesce(o.result, j.result),"
-							  "         finished_at = CASE WHEN o.finished THEN clock_timestamp() END,"
-							  "         lease_until = NULL,"
-							  "         updated_at = clock_timestamp()"
-							  "    FROM o"
-							  "   WHERE j.id = o.id AND j.state IN ('queued', 'sending', 'running')"
-							  "  RETURNING j.id, j.state, j.policy_id, j.instance_id),"
-							  " d AS ("
-							  "  DELETE FROM p2p_preheat.job_secret s USING u"
-							  "   WHERE s.job_id = u.id AND u.state <> 'queued' RETURNING s.job_id)"
-							  /* LISTEN p2p_preheat: a small payload per job that ended */
-							  " SELECT (SELECT count(*) FROM d),"
-							  "        count(pg_notify('p2p_preheat', json_build_object('job', u.id,"
-							  "              'state', u.state, 'policy', u.policy_id, 'instance', u.instance_id)::text))"
-							  "   FROM u WHERE u.state IN ('succeeded', 'failed')",
-							  13, argtypes, args, NULL, false, 0) < 0)
+	if (SPI_execute_with_args("SELECT p2p_preheat._record($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record preheat outcomes");
-	/* executions whose last job just ended */
-	if (counts_finished(jobs) &&
-		SPI_execute_with_args("SELECT pg_notify('p2p_preheat', json_build_object("
-							  "         'execution', s.id, 'policy', s.policy_id, 'status', s.status)::text)"
-							  "  FROM p2p_preheat.execution_status s"
-							  " WHERE s.id IN (SELECT ej.execution_id FROM p2p_preheat.execution_job ej"
-							  "                 WHERE ej.job_id = ANY ($1))"
-							  "   AND s.status NOT IN ('Pending', 'Running')",
-							  1, &argtypes[0], &args[0], NULL, false, 0) < 0)
-		elog(ERROR, "could not notify ended executions");
 	SPI_finish();
 }
 
@@ -693,11 +701,8 @@ dispatch_release(List *jobs)
 	arg = makeArrayResult(ids, CurrentMemoryContext);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("UPDATE p2p_preheat.job"
-							  "   SET state = CASE WHEN state = 'sending' THEN 'queued' ELSE state END,"
-							  "       lease_until = NULL, updated_at = clock_timestamp()"
-							  " WHERE id = ANY ($1) AND state IN ('sending', 'running')",
-							  1, &argtype, &arg, NULL, false, 0) < 0)
+	if (SPI_execute_with_args("SELECT p2p_preheat._release($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not release claimed preheat jobs");
 	SPI_finish();
 }
@@ -711,13 +716,12 @@ dispatch_next_due(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8"
-					"  FROM p2p_preheat.job WHERE state IN ('queued', 'sending', 'running')",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (SPI_execute("SELECT p2p_preheat._next_due()", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
-			secs = Max(0.0, DatumGetFloat8(d));
+			secs = DatumGetFloat8(d);
 	}
 	SPI_finish();
 	return secs;

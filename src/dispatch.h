@@ -11,6 +11,26 @@
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
 
+/*
+ * A job's state: the SQL enum p2p_preheat.job_state mirrored, in its order.
+ * Open states (still to be sent or followed) come first; the SQL side says
+ * the same in p2p_preheat.job_state_is_open().
+ */
+typedef enum JobState
+{
+	JOB_QUEUED,
+	JOB_SENDING,
+	JOB_RUNNING,
+	JOB_SUCCEEDED,
+	JOB_FAILED,
+	JOB_CANCELED
+} JobState;
+
+#define JOB_STATE_IS_OPEN(s) ((s) <= JOB_RUNNING)
+
+extern const char *const job_state_names[];
+extern JobState job_state_from_name(const char *name);
+
 typedef struct DispatchCounts
 {
 	int64		sent;			/* POSTs Dragonfly accepted */

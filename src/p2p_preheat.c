@@ -11,6 +11,7 @@
 
 #include "dispatch.h"
 #include "extra_attrs.h"
+#include "harbor.h"
 #include "harbor_auth.h"
 #include "http.h"
 #include "worker.h"
@@ -37,6 +38,14 @@ _PG_init(void)
 							64, 1, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	/* where Harbor's tables are */
+	DefineCustomStringVariable("p2p_preheat.harbor_schema",
+							   "Schema in which Harbor's tables are attached to automatically.",
+							   "A p2p_preheat_policy table created in any other schema is left alone; "
+							   "a superuser may attach one with p2p_preheat.attach().",
+							   &harbor_schema_setting, "public",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	/* where Dragonfly fetches images from, and how it logs in there */
 	DefineCustomStringVariable("p2p_preheat.registry_url",

@@ -6,12 +6,15 @@
  * The trigger has no column list (UPDATE OF would make Harbor's own
  * migrations of the column fail on the dependency); instead it skips rows
  * whose extra_attrs and provider_id did not change.  The provider's vendor is
- * looked up once per statement and provider, so bulk updates stay cheap.
+ * looked up once per statement and provider, so bulk updates stay cheap, and
+ * as Harbor's table owner, so a superuser writing a policy never runs code
+ * Harbor's role put in its instance table.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -24,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "extra_attrs.h"
+#include "harbor.h"
 
 PG_FUNCTION_INFO_V1(p2p_preheat_policy_trigger);
 
@@ -34,7 +38,6 @@ typedef struct VendorCache
 {
 	LocalTransactionId lxid;
 	CommandId	cid;
-	Oid			nsp;
 	int			n;
 	int32		provider[VENDOR_CACHE_SIZE];
 	char	   *vendor[VENDOR_CACHE_SIZE];	/* NULL: no such instance */
@@ -42,19 +45,16 @@ typedef struct VendorCache
 
 static VendorCache vcache;
 static MemoryContext vcache_cxt = NULL;
-static SPIPlanPtr vendor_plan = NULL;
-static Oid	vendor_plan_nsp = InvalidOid;
 
+/* The instance's vendor, read as Harbor's table owner (harbor.c). */
 static const char *
-lookup_vendor(Relation rel, int32 provider_id)
+lookup_vendor(int32 provider_id)
 {
-	Oid			nsp = RelationGetNamespace(rel);
 	LocalTransactionId lxid = MyProc->lxid;
 	CommandId	cid = GetCurrentCommandId(false);
-	char	   *vendor = NULL;
-	Datum		arg = Int32GetDatum(provider_id);
+	char	   *vendor;
 
-	if (vcache.lxid != lxid || vcache.cid != cid || vcache.nsp != nsp)
+	if (vcache.lxid != lxid || vcache.cid != cid)
 	{
 		if (vcache_cxt == NULL)
 			vcache_cxt = AllocSetContextCreate(TopMemoryContext,
@@ -63,44 +63,15 @@ lookup_vendor(Relation rel, int32 provider_id)
 		MemoryContextReset(vcache_cxt);
 		vcache.lxid = lxid;
 		vcache.cid = cid;
-		vcache.nsp = nsp;
 		vcache.n = 0;
 	}
 	for (int i = 0; i < vcache.n; i++)
 		if (vcache.provider[i] == provider_id)
 			return vcache.vendor[i];
 
-	/* Harbor keeps p2p_preheat_instance next to the policy table. */
-	if (OidIsValid(get_relname_relid("p2p_preheat_instance", nsp)))
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (vendor_plan == NULL || vendor_plan_nsp != nsp)
-		{
-			Oid			argtype = INT4OID;
-			char	   *q = psprintf("SELECT vendor::text FROM %s.p2p_preheat_instance WHERE id = $1",
-									 quote_identifier(get_namespace_name(nsp)));
-			SPIPlanPtr	plan = SPI_prepare(q, 1, &argtype);
-
-			if (plan == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			if (vendor_plan)
-				SPI_freeplan(vendor_plan);
-			SPI_keepplan(plan);
-			vendor_plan = plan;
-			vendor_plan_nsp = nsp;
-		}
-		if (SPI_execute_plan(vendor_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not look up the vendor of preheat instance %d", provider_id);
-		if (SPI_processed == 1)
-		{
-			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-			if (v)
-				vendor = MemoryContextStrdup(vcache_cxt, v);
-		}
-		SPI_finish();
-	}
+	vendor = harbor_instance_vendor(provider_id);
+	if (vendor)
+		vendor = MemoryContextStrdup(vcache_cxt, vendor);
 	if (vcache.n < VENDOR_CACHE_SIZE)
 	{
 		vcache.provider[vcache.n] = provider_id;
@@ -193,6 +164,7 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 	Datum		value;
 	bool		isnull;
 	const char *vendor = NULL;
+	Oid			ea_type;
 	const char *json;
 	int			len;
 	List	   *problems;
@@ -220,14 +192,15 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 		(pv_att <= 0 || !column_changed(td->tg_trigtuple, newtup, desc, pv_att)))
 		return PointerGetDatum(newtup);
 
-	if (TupleDescAttr(desc, ea_att - 1)->atttypid == JSONBOID)
+	ea_type = getBaseType(TupleDescAttr(desc, ea_att - 1)->atttypid);
+	if (ea_type == JSONBOID)
 	{
 		Jsonb	   *jb = DatumGetJsonbP(value);
 
 		json = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 		len = strlen(json);
 	}
-	else
+	else if (ea_type == JSONOID || ea_type == TEXTOID || ea_type == VARCHAROID)
 	{
 		/* json, text and varchar share the text representation */
 		text	   *t = DatumGetTextPP(value);
@@ -235,13 +208,19 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 		json = VARDATA_ANY(t);
 		len = VARSIZE_ANY_EXHDR(t);
 	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("extra_attrs of %s is of type %s, which p2p_preheat cannot validate",
+						RelationGetRelationName(td->tg_relation), format_type_be(ea_type)),
+				 errhint("extra_attrs must be text, json, jsonb or varchar, as Harbor creates it.")));
 
 	if (pv_att > 0)
 	{
 		Datum		pv = heap_getattr(newtup, pv_att, desc, &isnull);
 
 		if (!isnull)
-			vendor = lookup_vendor(td->tg_relation, DatumGetInt32(pv));
+			vendor = lookup_vendor(DatumGetInt32(pv));
 	}
 
 	problems = ea_check(vendor, json, len, false, NULL);

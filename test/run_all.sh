@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 
 ensure_deps
 build_and_install
+make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install-test-fixtures >/dev/null
 build_standin
 
 work=$(make_workdir)
@@ -58,6 +59,7 @@ mkdir -p "$tap"
 as_pg env TESTDIR="$tap" PG_REGRESS="$PGXS_DIR/../test/regress/pg_regress" \
 	PERL5LIB="$PGXS_DIR/../test/perl" \
 	HARBOR_FIXTURE="$work/test/fixtures/harbor.sql" \
+	P2P_PREHEAT_README="$REPO/README.md" \
 	FUZZ_GENERATOR="$work/test/fuzz/gen_extra_attrs.py" \
 	prove ${PROVE_FLAGS:-} "$work"/test/t/*.pl || {
 	for f in "$tap"/tmp_check/log/regress_log_*; do tail -40 "$f"; done

@@ -29,9 +29,12 @@ INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, auth_da
 	(11, 'nobody-home', 'dragonfly', 'http://127.0.0.1:1', 'OAUTH', '{"token": "t-secret-1"}', true, false),
 	(12, 'bad-key', 'dragonfly', :'endpoint', 'OAUTH', '<enc-v1>AAECAwQFBgcICQoLDA0ODw==', true, false),
 	(13, 'not-http', 'dragonfly', 'ftp://127.0.0.1/', 'NONE', NULL, true, false);
-INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, extra_attrs) VALUES
-	(1, 'nightly', 1, 1, '{"scope": "single_peer", "cluster_ids": [1, 2], "timeout": "30m"}'),
-	(2, 'plain', 1, 1, NULL);
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, extra_attrs) VALUES
+	(1, 'nightly', 1, 1, true, '{"scope": "single_peer", "cluster_ids": [1, 2], "timeout": "30m"}'),
+	(2, 'plain', 1, 1, true, NULL),
+	(3, 'off', 1, 1, false, NULL);
+-- a disabled policy queues nothing, as run_policy() refuses it
+SELECT p2p_preheat.preheat(3, 'app', '1.0');
 
 -- fast retries and polls for the test
 SET p2p_preheat.poll_schedule = '1';

@@ -6,15 +6,15 @@ CREATE DATABASE harbor_fresh;
 \set ECHO none
 \i test/fixtures/harbor.sql
 \set ECHO all
-SELECT harbor_fixture.create_tables('none');
 CREATE EXTENSION p2p_preheat;
 SELECT * FROM p2p_preheat.invalid_policies;
 
+-- Harbor's role owns every table of Harbor's, as Harbor's migrations make them
 CREATE ROLE harbor_core LOGIN;
 GRANT CREATE, USAGE ON SCHEMA public TO harbor_core;
 GRANT USAGE ON SCHEMA harbor_fixture TO harbor_core;
-GRANT ALL ON ALL TABLES IN SCHEMA public TO harbor_core;
 SET ROLE harbor_core;
+SELECT harbor_fixture.create_tables('none');
 -- Harbor's 2.1 migration, then 2.13's ADD COLUMN IF NOT EXISTS
 SELECT harbor_fixture.create_preheat_tables('2.11');
 SELECT harbor_fixture.create_preheat_tables('2.13');

@@ -1,0 +1,425 @@
+/*
+ * The job queue, and its contract with the C dispatch engine:
+ *  - a job's states are the enum job_state, mirrored once in C (dispatch.h);
+ *  - which states are open (not final) is job_state_is_open(), and the
+ *    table's generated column "open" and every index predicate use it;
+ *  - C claims rows as claimed_job and records answers as job_outcome, both
+ *    read and written by column name;
+ *  - a trigger announces every job that ends, whoever ended it.
+ */
+
+CREATE TYPE p2p_preheat.job_state AS ENUM
+	('queued', 'sending', 'running', 'succeeded', 'failed', 'canceled');
+
+COMMENT ON TYPE p2p_preheat.job_state IS
+'queued, sending (claimed), running (accepted by Dragonfly, being followed); then succeeded, failed or canceled';
+
+CREATE FUNCTION p2p_preheat.job_state_is_open(state p2p_preheat.job_state)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN state IN ('queued', 'sending', 'running');
+
+COMMENT ON FUNCTION p2p_preheat.job_state_is_open(p2p_preheat.job_state) IS
+'Whether a job in this state is still to be sent or followed (not final)';
+
+-- One row per preheat.  An ordinary logged table: a crash loses nothing.
+CREATE TABLE p2p_preheat.job (
+	id bigserial PRIMARY KEY,
+	policy_id integer,				-- Harbor's p2p_preheat_policy.id; NULL for preheat_url()
+	instance_id integer NOT NULL,	-- Harbor's p2p_preheat_instance.id
+	url text NOT NULL,				-- the manifest Dragonfly fetches
+	attrs jsonb NOT NULL DEFAULT '{}',	-- extra_attrs as validate_extra_attrs() returned it
+	state p2p_preheat.job_state NOT NULL DEFAULT 'queued',
+	open boolean NOT NULL GENERATED ALWAYS AS (p2p_preheat.job_state_is_open(state)) STORED,
+	attempts integer NOT NULL DEFAULT 0,
+	polls integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+	lease_until timestamptz,
+	dragonfly_job_id bigint,
+	dragonfly_state text,
+	last_http_status integer,
+	last_error text,
+	failed_peers integer,
+	result jsonb,					-- Dragonfly's job object, without args.password and args.headers
+	created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+	sent_at timestamptz,
+	finished_at timestamptz,
+	updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+COMMENT ON TABLE p2p_preheat.job IS
+'Preheat jobs: queued, sending (claimed), running (accepted by Dragonfly, being followed), then succeeded, failed or canceled';
+
+-- at most one open job per instance, manifest and arguments
+CREATE UNIQUE INDEX job_open_identity ON p2p_preheat.job (instance_id, url, md5(attrs::text))
+	WHERE open;
+
+-- what the dispatcher claims next
+CREATE INDEX job_due ON p2p_preheat.job (next_attempt_at) WHERE open;
+
+-- what retention deletes next
+CREATE INDEX job_finished ON p2p_preheat.job (finished_at) WHERE NOT open;
+
+-- A caller's short-lived registry token, kept only until the job is sent.
+-- Only the extension's owner reads it.
+CREATE TABLE p2p_preheat.job_secret (
+	job_id bigint PRIMARY KEY REFERENCES p2p_preheat.job ON DELETE CASCADE,
+	headers jsonb NOT NULL
+);
+
+-- Sets the worker's latch when this transaction commits; nothing on rollback.
+CREATE FUNCTION p2p_preheat._wake_worker()
+RETURNS void
+AS 'MODULE_PATHNAME', 'p2p_preheat_wake_worker'
+LANGUAGE C VOLATILE;
+
+/*
+ * Queues one job per distinct URL for an instance and its arguments, or
+ * reuses the open identical job; returns the job of every URL.  The one
+ * place where jobs are created and deduplicated.
+ */
+CREATE FUNCTION p2p_preheat._enqueue(policy_id integer, instance_id integer, urls text[],
+	attrs jsonb, OUT url text, OUT job_id bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	missing text[] := ARRAY(SELECT DISTINCT u FROM unnest(urls) u WHERE u IS NOT NULL);
+	created bigint := 0;
+	n bigint;
+BEGIN
+	-- An identical job inserted by a transaction that commits while this
+	-- statement runs is neither inserted nor visible to it: look again.
+	WHILE cardinality(missing) > 0 LOOP
+		RETURN QUERY
+		WITH ins AS (
+			INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)
+			SELECT _enqueue.policy_id, _enqueue.instance_id, m, _enqueue.attrs
+			  FROM unnest(missing) m
+			ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING
+			RETURNING j.url, j.id)
+		SELECT ins.url, ins.id FROM ins
+		UNION ALL
+		SELECT j.url, j.id FROM p2p_preheat.job j
+		 WHERE j.instance_id = _enqueue.instance_id AND j.url = ANY (missing)
+		   AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open
+		   AND j.url NOT IN (SELECT ins.url FROM ins);
+		GET DIAGNOSTICS n = ROW_COUNT;
+		created := created + n;
+		missing := ARRAY(SELECT m FROM unnest(missing) m
+						  EXCEPT
+						  SELECT j.url FROM p2p_preheat.job j
+						   WHERE j.instance_id = _enqueue.instance_id AND j.url = ANY (missing)
+							 AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open);
+	END LOOP;
+	IF created > 0 THEN
+		PERFORM p2p_preheat._wake_worker();
+	END IF;
+END
+$$;
+
+/*
+ * The policy a run or a preheat may use, with its project and instance, or
+ * the reason it may not.  The one place these checks live.
+ */
+CREATE FUNCTION p2p_preheat._runnable_policy(policy_id integer)
+RETURNS p2p_preheat.harbor_policy
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pol p2p_preheat.harbor_policy := p2p_preheat._harbor_policy(policy_id);
+BEGIN
+	IF pol.id IS NULL THEN
+		RAISE EXCEPTION 'preheat policy % does not exist', policy_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF pol.project IS NULL THEN
+		RAISE EXCEPTION 'the project of preheat policy "%" (id %) does not exist', pol.name, policy_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT coalesce(pol.enabled, false) THEN
+		RAISE EXCEPTION 'preheat policy "%" (id %) is disabled', pol.name, policy_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Enable the policy in Harbor first.';
+	END IF;
+	IF NOT pol.instance_found THEN
+		RAISE EXCEPTION 'preheat policy "%" (id %) uses preheat instance %, which does not exist',
+			pol.name, policy_id, pol.provider_id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	IF NOT coalesce(pol.instance_enabled, true) THEN
+		RAISE EXCEPTION 'preheat policy "%" (id %) uses preheat instance %, which is disabled',
+			pol.name, policy_id, pol.provider_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Enable the instance in Harbor first.';
+	END IF;
+	RETURN pol;
+END
+$$;
+
+-- p2p_preheat.registry_url without its trailing slash, or the reason it is missing.
+CREATE FUNCTION p2p_preheat._registry_url()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	registry text := rtrim(coalesce(current_setting('p2p_preheat.registry_url', true), ''), '/');
+BEGIN
+	IF registry = '' THEN
+		RAISE EXCEPTION 'p2p_preheat.registry_url is not set'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'A superuser sets it to Harbor''s external URL: ALTER SYSTEM SET p2p_preheat.registry_url = ''https://harbor.example.com''.';
+	END IF;
+	RETURN registry;
+END
+$$;
+
+CREATE FUNCTION p2p_preheat.preheat(policy_id integer, repository text, reference text,
+									headers jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pol p2p_preheat.harbor_policy := p2p_preheat._runnable_policy(policy_id);
+	repo text;
+	jid bigint;
+BEGIN
+	IF headers IS NOT NULL AND (jsonb_typeof(headers) <> 'object'
+		OR EXISTS (SELECT FROM jsonb_each(headers) h WHERE jsonb_typeof(h.value) <> 'string')) THEN
+		RAISE EXCEPTION 'headers must be a JSON object of strings'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass {"Authorization": "Bearer <registry token>"}.';
+	END IF;
+	IF coalesce(repository, '') = '' OR coalesce(reference, '') = '' THEN
+		RAISE EXCEPTION 'repository and reference must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- Harbor names repositories "<project>/<repo>"; accept either form
+	repo := CASE WHEN repository LIKE pol.project || '/%' THEN repository
+				 ELSE pol.project || '/' || repository END;
+	SELECT e.job_id INTO jid
+	  FROM p2p_preheat._enqueue(policy_id, pol.provider_id,
+			ARRAY[p2p_preheat._registry_url() || '/v2/' || repo || '/manifests/' || reference],
+			p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs)) e;
+	IF headers IS NOT NULL AND headers <> '{}' THEN
+		-- the newest token wins while the job has not been sent
+		INSERT INTO p2p_preheat.job_secret AS s (job_id, headers)
+		SELECT jid, preheat.headers
+		 WHERE EXISTS (SELECT FROM p2p_preheat.job j WHERE j.id = jid AND j.state IN ('queued', 'sending'))
+		ON CONFLICT (job_id) DO UPDATE SET headers = excluded.headers;
+	END IF;
+	RETURN jid;
+END
+$$;
+
+COMMENT ON FUNCTION p2p_preheat.preheat(integer, text, text, jsonb) IS
+'Queues a preheat of <registry_url>/v2/<project>/<repository>/manifests/<reference> as the policy says; returns the job id (an open identical job if there is one)';
+
+CREATE FUNCTION p2p_preheat.preheat_url(instance_id integer, url text,
+										extra_attrs jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	inst p2p_preheat.harbor_instance := p2p_preheat._harbor_instance(instance_id);
+	jid bigint;
+BEGIN
+	IF inst.id IS NULL THEN
+		RAISE EXCEPTION 'preheat instance % does not exist', instance_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF url IS NULL OR url !~* '^https?://[^/]+/v2/.+/manifests/[^/]+$' THEN
+		RAISE EXCEPTION 'url % is not an image manifest URL', url
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Dragonfly needs http(s)://<registry>/v2/<repository>/manifests/<reference>.';
+	END IF;
+	SELECT e.job_id INTO jid
+	  FROM p2p_preheat._enqueue(NULL, instance_id, ARRAY[url],
+			p2p_preheat.validate_extra_attrs(inst.vendor, coalesce(extra_attrs, '{}')::text)) e;
+	RETURN jid;
+END
+$$;
+
+COMMENT ON FUNCTION p2p_preheat.preheat_url(integer, text, jsonb) IS
+'Queues a preheat of any image manifest URL on a preheat instance; returns the job id';
+
+CREATE FUNCTION p2p_preheat.cancel(job bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j p2p_preheat.job;
+BEGIN
+	SELECT * INTO j FROM p2p_preheat.job WHERE id = cancel.job FOR UPDATE;
+	IF j.id IS NULL THEN
+		RAISE EXCEPTION 'preheat job % does not exist', cancel.job USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT j.open THEN
+		RETURN false;			-- already final
+	END IF;
+	UPDATE p2p_preheat.job
+	   SET state = 'canceled', finished_at = clock_timestamp(), lease_until = NULL,
+		   updated_at = clock_timestamp(),
+		   last_error = CASE WHEN j.state = 'running'
+				THEN 'canceled; Dragonfly keeps running its job ' || j.dragonfly_job_id
+				ELSE 'canceled before it was sent' END
+	 WHERE id = cancel.job;
+	DELETE FROM p2p_preheat.job_secret WHERE job_id = cancel.job;
+	RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION p2p_preheat.cancel(bigint) IS
+'Cancels a job that is not final; true if it was canceled now, false if it had already ended';
+
+-- The C engine's side of the contract ------------------------------------
+
+-- A claimed job, with what sending it needs from the queue.
+CREATE TYPE p2p_preheat.claimed_job AS (
+	id bigint,
+	state p2p_preheat.job_state,
+	url text,
+	attrs jsonb,
+	instance_id integer,
+	policy_id integer,
+	dragonfly_job_id bigint,
+	attempts integer,
+	polls integer,
+	sent_at timestamptz,
+	headers text			-- the caller's token, if any (job_secret)
+);
+
+/*
+ * Claims due open jobs.  With a lease (the worker), claimed jobs are marked
+ * so that they stay claimed after this transaction commits; without one
+ * (preheat_dispatch()), the caller's row locks are the claim.
+ */
+CREATE FUNCTION p2p_preheat._claim(max_jobs integer, lease interval)
+RETURNS SETOF p2p_preheat.claimed_job
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH c AS (
+		SELECT id FROM p2p_preheat.job
+		 WHERE open
+		   AND next_attempt_at <= clock_timestamp()
+		   AND (lease_until IS NULL OR lease_until < clock_timestamp())
+		 ORDER BY next_attempt_at
+		 LIMIT max_jobs
+		 FOR UPDATE SKIP LOCKED),
+	leased AS (
+		UPDATE p2p_preheat.job j
+		   SET state = CASE WHEN j.state = 'running' THEN 'running'::p2p_preheat.job_state
+							ELSE 'sending' END,
+			   lease_until = clock_timestamp() + lease,
+			   updated_at = clock_timestamp()
+		  FROM c
+		 WHERE j.id = c.id AND lease IS NOT NULL
+		RETURNING j.*),
+	claimed AS (
+		SELECT * FROM leased
+		UNION ALL
+		SELECT j.* FROM p2p_preheat.job j JOIN c ON c.id = j.id WHERE lease IS NULL)
+	SELECT c.id, c.state, c.url, c.attrs, c.instance_id, c.policy_id, c.dragonfly_job_id,
+		   c.attempts, c.polls, c.sent_at, s.headers::text
+	  FROM claimed c
+	  LEFT JOIN p2p_preheat.job_secret s ON s.job_id = c.id
+$$;
+
+-- What one answer (or its absence) means for a job.
+CREATE TYPE p2p_preheat.job_outcome AS (
+	id bigint,
+	state text,						-- a job_state label
+	attempts integer,
+	polls integer,
+	next_attempt_at timestamptz,	-- NULL: unchanged
+	sent_at timestamptz,			-- NULL: unchanged
+	dragonfly_job_id bigint,		-- NULL: unchanged
+	dragonfly_state text,			-- NULL: unchanged
+	http_status integer,
+	error text,
+	failed_peers integer,
+	result jsonb					-- NULL: unchanged
+);
+
+-- Records a batch of outcomes; returns how many jobs it changed.
+CREATE FUNCTION p2p_preheat._record(outcomes p2p_preheat.job_outcome[])
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH u AS (
+		UPDATE p2p_preheat.job j
+		   SET state = o.state::p2p_preheat.job_state, attempts = o.attempts, polls = o.polls,
+			   next_attempt_at = coalesce(o.next_attempt_at, j.next_attempt_at),
+			   sent_at = coalesce(o.sent_at, j.sent_at),
+			   dragonfly_job_id = coalesce(o.dragonfly_job_id, j.dragonfly_job_id),
+			   dragonfly_state = coalesce(o.dragonfly_state, j.dragonfly_state),
+			   last_http_status = o.http_status,
+			   last_error = o.error,
+			   failed_peers = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN o.failed_peers END,
+			   result = coalesce(o.result, j.result),
+			   finished_at = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN clock_timestamp() END,
+			   lease_until = NULL,
+			   updated_at = clock_timestamp()
+		  FROM unnest(outcomes) o
+		 WHERE j.id = o.id AND j.open
+		RETURNING j.id, j.state),
+	d AS (
+		-- a caller's token is kept only until the job is sent
+		DELETE FROM p2p_preheat.job_secret s USING u
+		 WHERE s.job_id = u.id AND u.state <> 'queued')
+	SELECT count(*) FROM u
+$$;
+
+-- Claimed jobs that were never answered go back to the queue.
+CREATE FUNCTION p2p_preheat._release(ids bigint[])
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE p2p_preheat.job
+	   SET state = CASE WHEN state = 'sending' THEN 'queued'::p2p_preheat.job_state ELSE state END,
+		   lease_until = NULL, updated_at = clock_timestamp()
+	 WHERE id = ANY (ids) AND state IN ('sending', 'running')
+$$;
+
+-- Seconds until the next open job is due; NULL when none is.
+CREATE FUNCTION p2p_preheat._next_due()
+RETURNS float8
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - clock_timestamp()))::float8
+	  FROM p2p_preheat.job WHERE open
+$$;
+
+-- LISTEN p2p_preheat: a small payload for every job that ends, and for
+-- every execution whose last job just ended, whoever ended it.
+CREATE FUNCTION p2p_preheat._on_job_end()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_notify('p2p_preheat', json_build_object('job', NEW.id, 'state', NEW.state,
+		'policy', NEW.policy_id, 'instance', NEW.instance_id)::text);
+	PERFORM pg_notify('p2p_preheat', json_build_object('execution', s.id, 'policy', s.policy_id,
+		'status', s.status)::text)
+	   FROM p2p_preheat.execution_status s
+	  WHERE s.id IN (SELECT ej.execution_id FROM p2p_preheat.execution_job ej WHERE ej.job_id = NEW.id)
+		AND s.status NOT IN ('Pending', 'Running');
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER job_end AFTER UPDATE OF state ON p2p_preheat.job
+	FOR EACH ROW WHEN (OLD.open AND NOT NEW.open)
+	EXECUTE FUNCTION p2p_preheat._on_job_end();

@@ -1,0 +1,641 @@
+/*
+ * harbor.c
+ *		Every read and write of Harbor's tables, as Harbor's table owner.
+ *
+ * Harbor's role owns its tables and may change them at will: swap a table
+ * for a view, add a trigger, a default or a row-level security policy
+ * calling a function of its own.  Code of ours that runs as a superuser (the
+ * worker, definer functions, CREATE EXTENSION) must never run such a
+ * function with its own privileges.  So a query on Harbor's tables here
+ * first checks that each table it names is an ordinary table of the owner
+ * recorded when the extension attached, in the recorded schema; then it runs
+ * as that owner under a security-restricted operation, with search_path
+ * pinned to pg_catalog, as VACUUM and REFRESH MATERIALIZED VIEW do.  An
+ * error anywhere rolls the user back with the (sub)transaction.
+ *
+ * The queries name their output columns; results are copied out by name
+ * into the composite types the install script declares.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "parser/parse_relation.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "harbor.h"
+
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_policy);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_policies);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_instance);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_candidates);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_artifact);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_scopes);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_set_extra_attrs);
+
+char	   *harbor_schema_setting = NULL;
+
+/* The row of p2p_preheat.harbor. */
+typedef struct HarborRecord
+{
+	bool		found;
+	Oid			nsp;
+	NameData	schema;
+	Oid			owner;
+	Oid			policy_rel;
+} HarborRecord;
+
+/* One fixed query on Harbor's tables; its plan is kept per schema. */
+typedef struct HarborQuery
+{
+	const char *sql;			/* %1$s stands for Harbor's schema */
+	const char *tables[8];		/* every Harbor table it reads, NULL-ended */
+	int			nargs;
+	Oid			argtypes[6];
+	SPIPlanPtr	plan;
+	NameData	plan_schema;
+} HarborQuery;
+
+#define POLICY_SELECT \
+	"SELECT p.id, p.name::text AS name, p.project_id, pr.name::text AS project," \
+	"       p.provider_id, p.enabled, p.filters::text AS filters, p.trigger::text AS trigger," \
+	"       p.extra_attrs::text AS extra_attrs, i.id IS NOT NULL AS instance_found," \
+	"       i.vendor::text AS vendor, i.enabled AS instance_enabled" \
+	"  FROM %1$s.p2p_preheat_policy p" \
+	"  LEFT JOIN %1$s.project pr ON pr.project_id = p.project_id" \
+	"  LEFT JOIN %1$s.p2p_preheat_instance i ON i.id = p.provider_id"
+
+static HarborQuery q_policy = {
+	POLICY_SELECT " WHERE p.id = $1",
+	{"p2p_preheat_policy", "project", "p2p_preheat_instance"}, 1, {INT4OID}
+};
+
+static HarborQuery q_policies = {
+	POLICY_SELECT " ORDER BY p.id",
+	{"p2p_preheat_policy", "project", "p2p_preheat_instance"}, 0, {0}
+};
+
+static HarborQuery q_instance = {
+	"SELECT id, vendor::text AS vendor, enabled, endpoint::text AS endpoint"
+	"  FROM %1$s.p2p_preheat_instance WHERE id = $1",
+	{"p2p_preheat_instance"}, 1, {INT4OID}
+};
+
+static HarborQuery q_instances = {
+	"SELECT id, vendor::text AS vendor, coalesce(enabled, true) AS enabled,"
+	"       coalesce(insecure, false) AS insecure, endpoint::text AS endpoint,"
+	"       auth_mode::text AS auth_mode, auth_data::text AS auth_data"
+	"  FROM %1$s.p2p_preheat_instance WHERE id = ANY ($1)",
+	{"p2p_preheat_instance"}, 1, {INT4ARRAYOID}
+};
+
+/* Every tagged artifact of the project of the given types, filtered. */
+static HarborQuery q_candidates = {
+	"SELECT a.id AS artifact_id, r.name::text AS repository, t.name::text AS tag"
+	"  FROM %1$s.tag t"
+	"  JOIN %1$s.artifact a ON a.id = t.artifact_id"
+	"  JOIN %1$s.repository r ON r.repository_id = a.repository_id"
+	"  JOIN %1$s.project pr ON pr.project_id = a.project_id"
+	" WHERE a.project_id = $1 AND a.type::text = ANY ($5)"
+	"   AND ($2 IS NULL OR p2p_preheat.doublestar_match($2, substr(r.name, length(pr.name) + 2)))"
+	"   AND ($3 IS NULL OR p2p_preheat.doublestar_match($3, t.name))"
+	"   AND (cardinality($4) = 0 OR"
+	"        (SELECT count(DISTINCT l.name) FROM %1$s.label_reference lr"
+	"           JOIN %1$s.harbor_label l ON l.id = lr.label_id"
+	"          WHERE lr.artifact_id = a.id AND l.name::text = ANY ($4)) = cardinality($4))",
+	{"tag", "artifact", "repository", "project", "label_reference", "harbor_label"},
+	5, {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+/* A pushed tag's repository, project, artifact type and labels. */
+static HarborQuery q_artifact = {
+	"SELECT r.name::text AS repository, pr.name::text AS project, r.project_id,"
+	"       a.type::text AS type,"
+	"       ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
+	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
+	"              WHERE lr.artifact_id = a.id) AS labels"
+	"  FROM %1$s.repository r"
+	"  JOIN %1$s.project pr ON pr.project_id = r.project_id"
+	"  JOIN %1$s.artifact a ON a.id = $2"
+	" WHERE r.repository_id = $1",
+	{"repository", "project", "artifact", "label_reference", "harbor_label"},
+	2, {INT4OID, INT4OID}
+};
+
+static HarborQuery q_scopes = {
+	"SELECT id, scope::text AS scope, extra_attrs::text AS extra_attrs"
+	"  FROM %1$s.p2p_preheat_policy WHERE scope IS NOT NULL AND scope::text <> '' ORDER BY id",
+	{"p2p_preheat_policy"}, 0, {0}
+};
+
+static bool version_checked = false;
+static bool callback_registered = false;
+
+static void
+harbor_xact_callback(XactEvent event, void *arg)
+{
+	version_checked = false;
+}
+
+/* extversion of p2p_preheat in this database, or NULL. */
+static char *
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *v = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("p2p_preheat"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			v = text_to_cstring(DatumGetTextPP(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return v;
+}
+
+void
+harbor_check_version(void)
+{
+	char	   *v;
+
+	if (version_checked)
+		return;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(harbor_xact_callback, NULL);
+		callback_registered = true;
+	}
+	v = installed_version();
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"p2p_preheat\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION p2p_preheat in Harbor's database.")));
+	if (strcmp(v, P2P_PREHEAT_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the p2p_preheat library is version %s, but the extension in this database is version %s",
+						P2P_PREHEAT_VERSION, v),
+				 errdetail("A library and SQL objects of different versions could fail halfway through a dispatch, so nothing is dispatched."),
+				 errhint("Run ALTER EXTENSION p2p_preheat UPDATE TO '%s', or install the library of version %s.",
+						 P2P_PREHEAT_VERSION, v)));
+	version_checked = true;
+}
+
+/* Reads the row of p2p_preheat.harbor, without privilege checks: it is ours. */
+static void
+load_record(HarborRecord *h)
+{
+	Oid			nsp = get_namespace_oid("p2p_preheat", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("harbor", nsp) : InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
+	Snapshot	snap;
+	HeapTuple	tup;
+
+	memset(h, 0, sizeof(*h));
+	if (!OidIsValid(relid))
+		return;
+	rel = table_open(relid, AccessShareLock);
+	snap = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+	scan = table_beginscan(rel, snap, 0, NULL);
+	tup = heap_getnext(scan, ForwardScanDirection);
+	if (HeapTupleIsValid(tup))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		n1,
+					n2,
+					n3;
+		Datum		schema = heap_getattr(tup, attnameAttNum(rel, "schema_name", false), desc, &n1);
+		Datum		owner = heap_getattr(tup, attnameAttNum(rel, "owner", false), desc, &n2);
+		Datum		policy = heap_getattr(tup, attnameAttNum(rel, "policy_table", false), desc, &n3);
+
+		if (!n1 && !n2 && !n3)
+		{
+			namestrcpy(&h->schema, NameStr(*DatumGetName(schema)));
+			h->owner = DatumGetObjectId(owner);
+			h->policy_rel = DatumGetObjectId(policy);
+			h->nsp = get_namespace_oid(NameStr(h->schema), true);
+			h->found = OidIsValid(h->nsp);
+		}
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+}
+
+static void
+require_record(HarborRecord *h)
+{
+	load_record(h);
+	if (!h->found)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database holds no Harbor tables that p2p_preheat is attached to"),
+				 errhint("Install the extension in Harbor's database; it attaches when Harbor creates p2p_preheat_policy, or a superuser runs SELECT p2p_preheat.attach('public.p2p_preheat_policy').")));
+}
+
+/* Refuses anything but an ordinary table of Harbor's owner in Harbor's schema. */
+static void
+check_table(const HarborRecord *h, const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, h->nsp);
+	HeapTuple	tup;
+	Form_pg_class c;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("Harbor's table \"%s.%s\" does not exist", NameStr(h->schema), relname),
+				 errhint("p2p_preheat reads Harbor's tables in the schema recorded in p2p_preheat.harbor.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	c = (Form_pg_class) GETSTRUCT(tup);
+	if ((c->relkind != RELKIND_RELATION && c->relkind != RELKIND_PARTITIONED_TABLE) ||
+		c->relpersistence == RELPERSISTENCE_TEMP || c->relowner != h->owner)
+	{
+		char	   *owner = GetUserNameFromId(h->owner, true);
+		char	   *actual = GetUserNameFromId(c->relowner, true);
+		bool		table = c->relkind == RELKIND_RELATION || c->relkind == RELKIND_PARTITIONED_TABLE;
+
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s.%s\" is not one of Harbor's tables", NameStr(h->schema), relname),
+				 errdetail("p2p_preheat reads only ordinary tables owned by role \"%s\", which owned Harbor's policy table when the extension attached; this is %s owned by \"%s\".",
+						   owner ? owner : "?", table ? "a table" : "not an ordinary table",
+						   actual ? actual : "?"),
+				 errhint("If Harbor's tables have a new owner, a superuser runs SELECT p2p_preheat.attach('%s.p2p_preheat_policy').",
+						 quote_identifier(NameStr(h->schema)))));
+	}
+	ReleaseSysCache(tup);
+}
+
+typedef struct AsHarbor
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nestlevel;
+} AsHarbor;
+
+static void
+become_harbor(const HarborRecord *h, AsHarbor *s)
+{
+	GetUserIdAndSecContext(&s->save_user, &s->save_sec);
+	SetUserIdAndSecContext(h->owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	s->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+stop_being_harbor(AsHarbor *s)
+{
+	AtEOXact_GUC(false, s->nestlevel);
+	SetUserIdAndSecContext(s->save_user, s->save_sec);
+}
+
+/*
+ * Runs q as Harbor's owner (SPI must be connected) and returns its rows, or
+ * NULL when Harbor is not attached and missing_ok.
+ */
+static SPITupleTable *
+harbor_run(HarborQuery *q, Datum *args, const char *nulls, bool read_only,
+		   bool missing_ok)
+{
+	HarborRecord h;
+	AsHarbor	s;
+	int			rc;
+
+	harbor_check_version();
+	if (missing_ok)
+	{
+		load_record(&h);
+		if (!h.found)
+			return NULL;
+	}
+	else
+		require_record(&h);
+	for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
+		check_table(&h, q->tables[i]);
+
+	become_harbor(&h, &s);
+	if (q->plan == NULL || strcmp(NameStr(q->plan_schema), NameStr(h.schema)) != 0)
+	{
+		char	   *sql = psprintf(q->sql, quote_identifier(NameStr(h.schema)));
+		SPIPlanPtr	plan = SPI_prepare(sql, q->nargs, q->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare a query on Harbor's tables: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep a query plan");
+		if (q->plan)
+			SPI_freeplan(q->plan);
+		q->plan = plan;
+		namestrcpy(&q->plan_schema, NameStr(h.schema));
+	}
+	rc = SPI_execute_plan(q->plan, args, nulls, read_only, 0);
+	if (rc < 0)
+		elog(ERROR, "could not query Harbor's tables: %s", SPI_result_code_string(rc));
+	stop_being_harbor(&s);
+	return SPI_tuptable;
+}
+
+/* Column name of an SPI result, by name; its datum is not copied. */
+static Datum
+get_col(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
+{
+	int			n = SPI_fnumber(tt->tupdesc, name);
+
+	if (n <= 0)
+		elog(ERROR, "p2p_preheat: a query on Harbor's tables returned no column \"%s\"", name);
+	return SPI_getbinval(tt->vals[row], tt->tupdesc, n, isnull);
+}
+
+static char *
+get_text(SPITupleTable *tt, uint64 row, const char *name)
+{
+	bool		isnull;
+	Datum		d = get_col(tt, row, name, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* Fills values/nulls of out's columns from the same-named columns of row. */
+static void
+values_by_name(SPITupleTable *tt, uint64 row, TupleDesc out, Datum *values, bool *nulls)
+{
+	for (int i = 0; i < out->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(out, i);
+
+		nulls[i] = true;
+		values[i] = (Datum) 0;
+		if (a->attisdropped)
+			continue;
+		if (SPI_gettypeid(tt->tupdesc, SPI_fnumber(tt->tupdesc, NameStr(a->attname))) != a->atttypid)
+			elog(ERROR, "p2p_preheat: column \"%s\" of a query on Harbor's tables has the wrong type",
+				 NameStr(a->attname));
+		values[i] = get_col(tt, row, NameStr(a->attname), &nulls[i]);
+		if (!nulls[i])
+			values[i] = datumCopy(values[i], a->attbyval, a->attlen);
+	}
+}
+
+/* A composite result of the function's declared row type, or SQL NULL. */
+static Datum
+one_row(FunctionCallInfo fcinfo, HarborQuery *q, Datum *args, bool missing_ok)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	TupleDesc	desc;
+	SPITupleTable *tt;
+	HeapTuple	tup = NULL;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "function returning a row called in a context that cannot accept one");
+	desc = BlessTupleDesc(desc);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(q, args, NULL, true, missing_ok);
+	if (tt && SPI_processed > 0)
+	{
+		Datum	   *values = palloc(desc->natts * sizeof(Datum));
+		bool	   *nulls = palloc(desc->natts * sizeof(bool));
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		values_by_name(tt, 0, desc, values, nulls);
+		tup = heap_form_tuple(desc, values, nulls);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	if (tup == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(HeapTupleGetDatum(tup));
+}
+
+/* Every row, into the function's result set. */
+static void
+all_rows(FunctionCallInfo fcinfo, HarborQuery *q, Datum *args, const char *nulls_in,
+		 bool missing_ok)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SPITupleTable *tt;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(q, args, nulls_in, true, missing_ok);
+	if (tt)
+	{
+		TupleDesc	desc = rsinfo->setDesc;
+		Datum	   *values = palloc(desc->natts * sizeof(Datum));
+		bool	   *nulls = palloc(desc->natts * sizeof(bool));
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			values_by_name(tt, i, desc, values, nulls);
+			tuplestore_putvalues(rsinfo->setResult, desc, values, nulls);
+		}
+	}
+	SPI_finish();
+}
+
+Datum
+p2p_preheat_harbor_policy(PG_FUNCTION_ARGS)
+{
+	Datum		arg = PG_GETARG_DATUM(0);
+
+	return one_row(fcinfo, &q_policy, &arg, false);
+}
+
+/* Every policy; none when Harbor is not attached (a view reads this). */
+Datum
+p2p_preheat_harbor_policies(PG_FUNCTION_ARGS)
+{
+	all_rows(fcinfo, &q_policies, NULL, NULL, true);
+	return (Datum) 0;
+}
+
+Datum
+p2p_preheat_harbor_instance(PG_FUNCTION_ARGS)
+{
+	Datum		arg = PG_GETARG_DATUM(0);
+
+	return one_row(fcinfo, &q_instance, &arg, false);
+}
+
+Datum
+p2p_preheat_harbor_candidates(PG_FUNCTION_ARGS)
+{
+	Datum		args[5];
+	char		nulls[5];
+
+	for (int i = 0; i < 5; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("project_id, labels and types must not be null")));
+	all_rows(fcinfo, &q_candidates, args, nulls, false);
+	return (Datum) 0;
+}
+
+Datum
+p2p_preheat_harbor_artifact(PG_FUNCTION_ARGS)
+{
+	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+
+	return one_row(fcinfo, &q_artifact, args, false);
+}
+
+/* Harbor 2.12's scope per policy; none when the column is not there. */
+Datum
+p2p_preheat_harbor_scopes(PG_FUNCTION_ARGS)
+{
+	HarborRecord h;
+
+	load_record(&h);
+	if (!h.found || !OidIsValid(get_relname_relid("p2p_preheat_policy", h.nsp)) ||
+		get_attnum(get_relname_relid("p2p_preheat_policy", h.nsp), "scope") == InvalidAttrNumber)
+	{
+		InitMaterializedSRF(fcinfo, 0);
+		return (Datum) 0;
+	}
+	all_rows(fcinfo, &q_scopes, NULL, NULL, false);
+	return (Datum) 0;
+}
+
+/* Writes one policy's extra_attrs, cast to the column's own type. */
+Datum
+p2p_preheat_harbor_set_extra_attrs(PG_FUNCTION_ARGS)
+{
+	HarborRecord h;
+	AsHarbor	s;
+	Oid			relid;
+	AttrNumber	att;
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	char	   *sql;
+
+	harbor_check_version();
+	require_record(&h);
+	check_table(&h, "p2p_preheat_policy");
+	relid = get_relname_relid("p2p_preheat_policy", h.nsp);
+	att = get_attnum(relid, "extra_attrs");
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "p2p_preheat_policy has no extra_attrs column");
+	sql = psprintf("UPDATE %s.p2p_preheat_policy SET extra_attrs = $2::%s WHERE id = $1",
+				   quote_identifier(NameStr(h.schema)),
+				   format_type_be_qualified(get_atttype(relid, att)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	become_harbor(&h, &s);
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update Harbor's policy %d", PG_GETARG_INT32(0));
+	stop_being_harbor(&s);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+List *
+harbor_instances(int *ids, int nids)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	List	   *out = NIL;
+	Datum		arg;
+	SPITupleTable *tt;
+	Datum	   *elems;
+
+	if (nids == 0)
+		return NIL;
+	elems = palloc(nids * sizeof(Datum));
+	for (int i = 0; i < nids; i++)
+		elems[i] = Int32GetDatum(ids[i]);
+	arg = PointerGetDatum(construct_array(elems, nids, INT4OID, sizeof(int32), true,
+										  TYPALIGN_INT));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_instances, &arg, NULL, true, false);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		HarborInstance *inst = palloc0(sizeof(HarborInstance));
+		bool		isnull;
+
+		inst->id = DatumGetInt32(get_col(tt, i, "id", &isnull));
+		inst->vendor = get_text(tt, i, "vendor");
+		inst->enabled = DatumGetBool(get_col(tt, i, "enabled", &isnull));
+		inst->insecure = DatumGetBool(get_col(tt, i, "insecure", &isnull));
+		inst->endpoint = get_text(tt, i, "endpoint");
+		inst->auth_mode = get_text(tt, i, "auth_mode");
+		inst->auth_data = get_text(tt, i, "auth_data");
+		out = lappend(out, inst);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return out;
+}
+
+char *
+harbor_instance_vendor(int instance_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(instance_id);
+	SPITupleTable *tt;
+	char	   *vendor = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_instance, &arg, NULL, true, true);
+	if (tt && SPI_processed == 1)
+	{
+		char	   *v = get_text(tt, 0, "vendor");
+
+		if (v)
+			vendor = MemoryContextStrdup(caller, v);
+	}
+	SPI_finish();
+	return vendor;
+}

@@ -1,0 +1,52 @@
+/*
+ * harbor.h
+ *		The one way to Harbor's tables.
+ *
+ * Harbor's tables belong to Harbor's database role, which is trusted with
+ * its own privileges and no more.  Every query on them goes through here: it
+ * checks that each table is an ordinary table of the recorded owner in the
+ * recorded schema (p2p_preheat.harbor), then runs as that owner under a
+ * security-restricted operation with a pinned search_path, as VACUUM does.
+ */
+#ifndef P2P_PREHEAT_HARBOR_H
+#define P2P_PREHEAT_HARBOR_H
+
+#include "executor/spi.h"
+#include "nodes/pg_list.h"
+
+/* GUC, defined in p2p_preheat.c: where Harbor's tables are attached automatically */
+extern char *harbor_schema_setting;
+
+/* An instance as the dispatcher needs it; auth_data is a secret. */
+typedef struct HarborInstance
+{
+	int			id;
+	char	   *vendor;
+	bool		enabled;
+	bool		insecure;
+	char	   *endpoint;
+	char	   *auth_mode;
+	char	   *auth_data;
+} HarborInstance;
+
+/*
+ * Refuses, with a clear error and hint, a library whose version differs
+ * from the extension installed in this database.  Checked once per
+ * transaction.
+ */
+extern void harbor_check_version(void);
+
+/*
+ * Instances by id, credentials included, read as Harbor's owner (needs SPI
+ * to be connected).  Missing ids are absent from the list.
+ */
+extern List *harbor_instances(int *ids, int nids);
+
+/*
+ * The vendor of a policy's instance for the validation trigger, read as
+ * Harbor's owner; NULL when the instance does not exist or Harbor is not
+ * attached.  Needs SPI to be connected.
+ */
+extern char *harbor_instance_vendor(int instance_id);
+
+#endif
