@@ -24,7 +24,7 @@ OBJS = \
 DATA_built = p2p_preheat--$(EXT_VERSION).sql
 DATA = $(filter-out sql/[0-9]%,$(wildcard sql/p2p_preheat--*.sql))
 
-REGRESS = validate migrate event_trigger dispatch policy events operations
+REGRESS = validate migrate event_trigger dispatch doublestar policy events operations
 REGRESS_OPTS = --inputdir=test
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \

@@ -1,7 +1,7 @@
 /*
  * dragonfly.h
- *		Dragonfly manager Open API (SPEC §3): the request we send for a job
- *		and what each answer means for it.
+ *		Dragonfly manager Open API (docs/harbor-and-dragonfly.md, "Dragonfly's
+ *		Open API"): the request we send for a job and what each answer means.
  */
 #ifndef P2P_PREHEAT_DRAGONFLY_H
 #define P2P_PREHEAT_DRAGONFLY_H

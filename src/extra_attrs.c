@@ -4,8 +4,9 @@
  *
  * Dragonfly ignores unknown keys, falls back silently on unknown scopes and
  * answers a wrong type with a 422 only when a preheat finally runs.  Every
- * rule it applies to preheat arguments (SPEC §3) is checked here, at save
- * time, so the mistake is reported to whoever made it.
+ * rule it applies to preheat arguments (docs/harbor-and-dragonfly.md,
+ * "Creating a preheat") is checked here, at save time, so the mistake is
+ * reported to whoever made it.
  *
  * The document is parsed once, without throwing (so extra_attrs_problems()
  * can report bad text as a row), into an in-memory JsonbValue that is walked

@@ -5,7 +5,7 @@
  *
  * test/dragonfly_standin.py is the behavioural reference: same options,
  * routes, auth, validation, job states, fault markers and /_standin/ control
- * endpoints (SPEC.md section 3).  The Python one tops out far below what the
+ * endpoints (docs/harbor-and-dragonfly.md).  The Python one tops out far below what the
  * dispatcher can push, so benchmarks measured the stand-in rather than the
  * dispatcher; this one serves tens of thousands of keep-alive POSTs a second
  * with libmicrohttpd (two poll() worker threads).  Pauses (--delay,
@@ -82,7 +82,7 @@ static const char *const usage_line =
 "       [--delay SECONDS] [--clusters ID,ID] [--lenient-scope] [--verbose]\n";
 
 static const char *const options_help =
-"\nDragonfly manager Open API stand-in (SPEC.md section 3).\n\n"
+"\nDragonfly manager Open API stand-in (docs/harbor-and-dragonfly.md).\n\n"
 "options:\n"
 "  -h, --help            show this help message and exit\n"
 "  --host HOST           address to listen on (default 127.0.0.1)\n"
