@@ -9,6 +9,7 @@ OBJS = \
 	src/extra_attrs_sql.o \
 	src/http.o \
 	src/harbor_auth.o \
+	src/harbor_token.o \
 	src/dragonfly.o \
 	src/dispatch.o \
 	src/queue_sql.o \
