@@ -156,6 +156,21 @@ load_key(const char *path, const struct stat *st, char **error)
 		return false;
 	}
 
+	buf[n] = '\0';
+	if (strstr(buf, "-----BEGIN ") == NULL)
+		*error = psprintf("p2p_preheat.token_private_key_file \"%s\" is not a PEM file; it should hold Harbor core's private key",
+						  path);
+	else if (strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
+			 strstr(buf, "Proc-Type: 4,ENCRYPTED"))
+		*error = psprintf("p2p_preheat.token_private_key_file \"%s\" is encrypted; Harbor core's private key is read unencrypted",
+						  path);
+	if (*error)
+	{
+		explicit_bzero(buf, n);
+		pfree(buf);
+		return false;
+	}
+
 	ERR_clear_error();
 	bio = BIO_new_mem_buf(buf, (int) n);
 	pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;

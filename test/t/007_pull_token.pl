@@ -268,9 +268,25 @@ is( job($id),
 PostgreSQL::Test::Utils::append_to_file("$dir/garbage.pem", "not a key\n");
 set_key_file("$dir/garbage.pem");
 $id = dispatch("SELECT p2p_preheat.preheat(1, '$run-garbage', '1.0')");
+is( job($id),
+	qq{failed|p2p_preheat.token_private_key_file "$dir/garbage.pem" is not a PEM file; it should hold Harbor core's private key},
+	'not a key: the job fails naming the file');
+
+PostgreSQL::Test::Utils::append_to_file("$dir/bad.pem",
+	"-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n");
+set_key_file("$dir/bad.pem");
+$id = dispatch("SELECT p2p_preheat.preheat(1, '$run-badpem', '1.0')");
 like( job($id),
-	qr/^failed\|p2p_preheat.token_private_key_file "\Q$dir\E\/garbage.pem" holds no unencrypted PEM private key: \S/,
-	'not a key: the job fails naming the file and OpenSSL\'s reason');
+	qr/^failed\|p2p_preheat.token_private_key_file "\Q$dir\E\/bad.pem" holds no unencrypted PEM private key: \S/,
+	'a broken PEM key: the job fails naming the file and OpenSSL\'s reason');
+
+system_or_bail('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048',
+	'-aes-256-cbc', '-pass', 'pass:p2p-test', '-out', "$dir/encrypted.pem");
+set_key_file("$dir/encrypted.pem");
+$id = dispatch("SELECT p2p_preheat.preheat(1, '$run-encrypted', '1.0')");
+is( job($id),
+	qq{failed|p2p_preheat.token_private_key_file "$dir/encrypted.pem" is encrypted; Harbor core's private key is read unencrypted},
+	'an encrypted key is refused, not prompted for');
 
 system_or_bail('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256',
 	'-out', "$dir/ec.pem");
@@ -278,7 +294,7 @@ set_key_file("$dir/ec.pem");
 $id = dispatch("SELECT p2p_preheat.preheat(1, '$run-eckey', '1.0')");
 like(job($id), qr/^failed\|.*"\Q$dir\E\/ec.pem" does not hold an RSA key/, 'an EC key is refused');
 
-for my $name ('locked', 'missing', 'garbage', 'eckey')
+for my $name ('locked', 'missing', 'garbage', 'badpem', 'encrypted', 'eckey')
 {
 	my $lines = 0;
 	if (open(my $lf, '<', $standin_log))
