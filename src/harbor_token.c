@@ -27,6 +27,7 @@
 #include <openssl/x509.h>
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/json.h"
 
@@ -127,6 +128,7 @@ load_key(const char *path, const struct stat *st, char **error)
 	unsigned int digestlen = 0;
 	char	   *newpath;
 
+	*error = NULL;
 	f = AllocateFile(path, "rb");
 	if (f == NULL)
 	{
@@ -316,6 +318,8 @@ harbor_token_mint(const char *repository, int lifetime_s, char **error)
 		*error = psprintf("a pull token's lifetime must be positive, not %d seconds", lifetime_s);
 		return NULL;
 	}
+	/* an RSA-4096 signature costs milliseconds, and a batch signs one per job */
+	CHECK_FOR_INTERRUPTS();
 	pkey = current_key(error);
 	if (pkey == NULL)
 		return NULL;

@@ -18,7 +18,8 @@ extern char *harbor_token_private_key_file;
  * lifetime_s seconds, signed with Harbor core's private key.  Returned in
  * malloc'd memory; free it with harbor_token_free().  On failure returns
  * NULL and sets *error to a palloc'd reason that names the key file and
- * the cause, never key material.
+ * the cause, never key material.  Checks for interrupts first, so call it
+ * only where an ERROR is safe (not in a libcurl callback).
  */
 extern char *harbor_token_mint(const char *repository, int lifetime_s, char **error);
 
@@ -30,7 +31,8 @@ extern void harbor_token_free(char *token);
  * ({"Authorization": "Bearer <token>"}, palloc'd: wipe it with
  * secret_free()), or NULL when no token applies: no key file is set, or
  * the URL is not a manifest URL of registry_url's scheme, host and port.
- * On failure returns NULL and sets *error as harbor_token_mint() does.
+ * On failure returns NULL and sets *error as harbor_token_mint() does,
+ * which it calls.
  */
 extern char *harbor_token_headers(const char *manifest_url, const char *registry_url,
 								  int lifetime_s, char **error);

@@ -123,7 +123,8 @@ sub dispatch
 sub sent_auth
 {
 	my ($repo) = @_;
-	my $re = qr/\Q$run-$repo\E\\?\/manifests/;
+	my $path = join('\\\\?/', map { quotemeta } split(m{/}, "$run-$repo"));    # '/' may be escaped
+	my $re = qr/$path\\?\/manifests/;
 	for (1 .. 100)
 	{
 		my (@auth, $lines);
@@ -200,6 +201,10 @@ ok(!verify($tokens[-1], "$dir/pkcs8.pub.pem"), 'the verifier refuses the token w
 dispatch("SELECT p2p_preheat.preheat(1, '$run-again', '1.0')");
 my $again = check_token('again', 'pkcs1', $t0, time());
 isnt($again->{claims}{jti}, $first->{claims}{jti}, 'each token has its own jti') if $again && $first;
+
+# a repository below the project's top level
+dispatch("SELECT p2p_preheat.preheat(1, '$run-deep/er', '1.0')");
+check_token('deep/er', 'pkcs1', $t0, time());
 
 # ---- the same file rewritten with a PKCS#8 key: read again, same session ------
 open(my $fh, '>', "$dir/key.pem") or die;
@@ -316,7 +321,7 @@ $session->quit;
 $node->stop;
 my $log = slurp_file($node->logfile);
 like($log, qr/p2p_preheat http > Authorization: \[redacted\]/, 'libcurl trace was on');
-is(scalar(@tokens), 5, 'five tokens seen');
+is(scalar(@tokens), 6, 'six tokens seen');
 for my $i (0 .. $#tokens)
 {
 	my $sig = (split /\./, $tokens[$i])[2] // 'none';
