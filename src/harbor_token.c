@@ -498,7 +498,10 @@ harbor_token_headers(const char *manifest_url, const char *registry_url,
 
 	*error = NULL;
 	if (harbor_token_private_key_file == NULL || harbor_token_private_key_file[0] == '\0')
+	{
+		forget_key();			/* switched off: keep no private key in memory */
 		return NULL;
+	}
 	/* the token opens Harbor's registry: never hand it to another host */
 	if (!parse_origin(manifest_url, &url) || !parse_origin(registry_url, &registry) ||
 		!same_origin(&url, &registry))
