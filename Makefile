@@ -12,6 +12,7 @@ OBJS = \
 	src/harbor.o \
 	src/http.o \
 	src/harbor_auth.o \
+	src/harbor_token.o \
 	src/dragonfly.o \
 	src/dispatch.o \
 	src/dispatch_sql.o \

@@ -39,6 +39,7 @@
 #include "extra_attrs.h"
 #include "harbor.h"
 #include "harbor_auth.h"
+#include "harbor_token.h"
 #include "http.h"
 
 int			dispatch_max_attempts = 8;
@@ -388,9 +389,24 @@ prepare(DispatchJob *j, const char *username, const char *password,
 	}
 	else
 	{
+		/* no headers from the caller: Harbor's pull token, as Harbor sends */
+		char	   *token_error = NULL;
+		char	   *minted = j->headers ? NULL :
+			harbor_token_headers(j->url, dispatch_registry_url,
+								 HARBOR_TOKEN_DEFAULT_LIFETIME_S, &token_error);
+
+		if (token_error)
+		{
+			secret_free(auth);
+			j->req.auth_header = NULL;
+			fail_now(j, token_error);
+			return;
+		}
 		j->req.method = "POST";
 		j->req.url = df_jobs_url(j->endpoint, 0);
-		j->req.body = df_preheat_body(j->url, j->attrs, j->headers, username, password);
+		j->req.body = df_preheat_body(j->url, j->attrs, minted ? minted : j->headers,
+									  username, password);
+		secret_free(minted);
 	}
 }
 

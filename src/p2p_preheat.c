@@ -13,6 +13,7 @@
 #include "extra_attrs.h"
 #include "harbor.h"
 #include "harbor_auth.h"
+#include "harbor_token.h"
 #include "http.h"
 #include "worker.h"
 
@@ -62,6 +63,12 @@ _PG_init(void)
 							   "Harbor's secret key file, to decrypt auth_data stored as <enc-v1>.",
 							   NULL,
 							   &harbor_secret_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.token_private_key_file",
+							   "Harbor core's private key (PEM), to sign a pull token for each preheat.",
+							   "A job without headers from its caller, for a manifest on p2p_preheat.registry_url, "
+							   "sends Dragonfly a short-lived token that can pull its one repository, as Harbor does.",
+							   &harbor_token_private_key_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	/* HTTP */
