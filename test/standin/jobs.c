@@ -1,0 +1,532 @@
+/*
+ * jobs.c
+ *		Dragonfly's job API as the tests need it: POST /oapi/v1/jobs with
+ *		Dragonfly's validation (422 {"errors": ...}), the fault markers found
+ *		in args.url, the job store, and GET /oapi/v1/jobs/<id> whose state
+ *		turns final --success-after seconds after creation.
+ *
+ * Fault markers are plain words in the image URL, so a test chooses the
+ * outcome of each job by naming its image (listed in main.c).  Every json-c
+ * object of the store is touched only under state_lock (json-c's reference
+ * counts are not atomic); answers leave the lock as copied text.
+ */
+#define _GNU_SOURCE
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "standin.h"
+
+enum { FAULT_NONE, FAULT_FORGET, FAULT_JOBFAIL, FAULT_PARTIAL };
+
+typedef struct Job
+{
+	json_object *obj;			/* the Open API job object */
+	char	   *url;
+	int			fault;
+	int64_t		created;		/* mono_ns() */
+	int64_t		slowget_ns;
+	long long	polls;
+} Job;
+
+/* Ids are never reused: after a reset the old ones answer 404. */
+static Job *jobs;
+static size_t njobs, jobs_cap;
+static long long next_id = 1, base_id = 1;
+static json_object *url_posts;	/* args.url -> POSTs seen */
+
+#define JOBFAIL_ERROR "pull manifest: 404 not found"
+#define POST_ROUTE "POST /oapi/v1/jobs"
+
+/* The number in the first "<prefix><digits><suffix>" of url, or -1. */
+static long long
+marker(const char *url, const char *prefix, const char *suffix)
+{
+	for (const char *p = url; (p = strstr(p, prefix)) != NULL;)
+	{
+		char	   *end;
+		long long	v;
+
+		p += strlen(prefix);
+		if (*p < '0' || *p > '9')
+			continue;
+		v = strtoll(p, &end, 10);
+		if (strncmp(end, suffix, strlen(suffix)) == 0)
+			return v;
+	}
+	return -1;
+}
+
+static bool
+has(const char *url, const char *word)
+{
+	return strstr(url, word) != NULL;
+}
+
+json_object *
+field(json_object *o, const char *key)
+{
+	json_object *v = NULL;
+
+	json_object_object_get_ex(o, key, &v);
+	return v;					/* NULL for JSON null too */
+}
+
+static bool
+is(json_object *o, json_type t)
+{
+	return o != NULL && json_object_get_type(o) == t;
+}
+
+static bool
+str_is(json_object *o, const char *s)
+{
+	return is(o, json_type_string) && strcmp(json_object_get_string(o), s) == 0;
+}
+
+static bool
+all_of(json_object *arr, json_type t, bool positive)
+{
+	for (size_t i = 0; i < json_object_array_length(arr); i++)
+	{
+		json_object *e = json_object_array_get_idx(arr, i);
+
+		if (!is(e, t) || (positive && json_object_get_int64(e) <= 0))
+			return false;
+	}
+	return true;
+}
+
+static regex_t image_re;
+
+static void
+compile_image_re(void)
+{
+	if (regcomp(&image_re, "://[^/]+/v2/.+/manifests/[^/]+$", REG_EXTENDED | REG_NOSUB | REG_NEWLINE))
+		abort();
+}
+
+/* NULL when body is a valid preheat job, else the 422 message. */
+static const char *
+validate(json_object *body, char *err, size_t errlen)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	/* json_type order; the names are the ones tests compare */
+	static const char *const type_names[] = {"NoneType", "bool", "float", "int", "dict", "list", "str"};
+	static const char *const str_args[] = {"url", "username", "password", "platform", "tag",
+	"application", "filtered_query_params", "scope"};
+	static const struct { const char *name; long long lo, hi; } ranges[] = {
+		{"piece_length", 4194304, 67108864}, {"count", 1, 200}, {"percentage", 1, 100},
+		{"concurrent_task_count", 1, 100}, {"concurrent_peer_count", 1, 1000}};
+	json_object *args, *v;
+	const char *url;
+
+	if (!is(body, json_type_object))
+		return "request body must be a JSON object";
+	if (!str_is(field(body, "type"), "preheat"))
+		return "type: required, must be \"preheat\"";
+	if ((v = field(body, "scheduler_cluster_ids")) && !(is(v, json_type_array) && all_of(v, json_type_int, true)))
+		return "scheduler_cluster_ids: must be a list of positive integers";
+	if ((v = field(body, "bio")) && !is(v, json_type_string))
+		return "bio: must be a string";
+	if ((v = field(body, "user_id")) && !(is(v, json_type_int) && json_object_get_int64(v) >= 0))
+		return "user_id: must be a non-negative integer";
+	if (!is(args = field(body, "args"), json_type_object))
+		return "args: required, must be a JSON object";
+	for (size_t i = 0; i < sizeof(str_args) / sizeof(str_args[0]); i++)
+		if ((v = field(args, str_args[i])) && !is(v, json_type_string))
+			return snprintf(err, errlen, "args.%s: must be a string", str_args[i]), err;
+	url = (v = field(args, "url")) ? json_object_get_string(v) : "";
+	if (str_is(field(args, "type"), "image"))
+	{
+		pthread_once(&once, compile_image_re);
+		if (regexec(&image_re, url, 0, NULL, 0) != 0)
+			return "args.url: invalid image manifest url, must match ://<host>/v2/<repo>/manifests/<reference>";
+	}
+	else if (str_is(field(args, "type"), "file"))
+	{
+		if ((v = field(args, "urls")) && !(is(v, json_type_array) && all_of(v, json_type_string, false)))
+			return "args.urls: must be a list of strings";
+		if (url[0] == '\0' && (v == NULL || json_object_array_length(v) == 0))
+			return "args.url: required for type file";
+	}
+	else
+		return "args.type: required, must be \"image\" or \"file\"";
+	if ((v = field(args, "headers")))
+	{
+		if (!is(v, json_type_object))
+			return "args.headers: must be an object of string values";
+		json_object_object_foreach(v, hk, hv)
+		{
+			(void) hk;
+			if (!is(hv, json_type_string))
+				return "args.headers: must be an object of string values";
+		}
+	}
+	if ((v = field(args, "scope")) && json_object_get_string_len(v) != 0 && !opt.lenient_scope &&
+		!str_is(v, "single_seed_peer") && !str_is(v, "all_seed_peers") && !str_is(v, "all_peers"))
+		return "args.scope: must be one of single_seed_peer, all_seed_peers, all_peers";
+	if ((v = field(args, "timeout")) && !is(v, json_type_int))
+		return snprintf(err, errlen, "args.timeout: must be an integer (nanoseconds), got %s",
+						type_names[json_object_get_type(v)]), err;
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+	{
+		if ((v = field(args, ranges[i].name)) == NULL)
+			continue;
+		if (!is(v, json_type_int))
+			return snprintf(err, errlen, "args.%s: must be an integer", ranges[i].name), err;
+		if (json_object_get_int64(v) < ranges[i].lo || json_object_get_int64(v) > ranges[i].hi)
+			return snprintf(err, errlen, "args.%s: must be between %lld and %lld",
+							ranges[i].name, ranges[i].lo, ranges[i].hi), err;
+	}
+	if ((v = field(args, "ips")) && !(is(v, json_type_array) && json_object_array_length(v) >= 1 &&
+									  json_object_array_length(v) <= 100 && all_of(v, json_type_string, false)))
+		return "args.ips: must be a list of 1 to 100 strings";
+	return NULL;
+}
+
+/* The job object */
+
+json_object *
+rfc3339_now(void)
+{
+	struct timespec ts;
+	char		out[40];
+	size_t		n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	n = strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", gmtime(&ts.tv_sec));
+	snprintf(out + n, sizeof(out) - n, ".%06ldZ", ts.tv_nsec / 1000);
+	return json_object_new_string(out);
+}
+
+static json_object *
+task(const char *url, const char *host, const char *ip, const char *description)
+{
+	json_object *t = json_object_new_object();
+
+	json_object_object_add(t, "url", json_object_new_string(url));
+	json_object_object_add(t, "hostname", json_object_new_string(host));
+	json_object_object_add(t, "ip", json_object_new_string(ip));
+	if (description)
+		json_object_object_add(t, "description", json_object_new_string(description));
+	return t;
+}
+
+/* The final result: one group state, one entry per scheduler cluster. */
+static json_object *
+job_result(const Job *j, bool failed)
+{
+	json_object *clusters = field(j->obj, "scheduler_clusters");
+	json_object *results = json_object_new_array();
+	json_object *state = json_object_new_object();
+	json_object *result = json_object_new_object();
+
+	for (size_t i = 0; i < json_object_array_length(clusters); i++)
+	{
+		json_object *r = json_object_new_object(),
+				   *ok = json_object_new_array(),
+				   *bad = json_object_new_array();
+
+		json_object_object_add(r, "scheduler_cluster_id",
+							   json_object_get(field(json_object_array_get_idx(clusters, i), "id")));
+		json_object_array_add(failed ? bad : ok, task(j->url, "peer-1", "10.0.0.1", failed ? JOBFAIL_ERROR : NULL));
+		if (j->fault == FAULT_PARTIAL && i == 0)
+			json_object_array_add(bad, task(j->url, "peer-2", "10.0.0.2", "connection reset"));
+		json_object_object_add(r, "success_tasks", ok);
+		json_object_object_add(r, "failure_tasks", bad);
+		json_object_array_add(results, r);
+	}
+	json_object_object_add(state, "state", json_object_new_string(failed ? "FAILURE" : "SUCCESS"));
+	json_object_object_add(state, "error", json_object_new_string(failed ? JOBFAIL_ERROR : ""));
+	json_object_object_add(state, "results", results);
+	json_object_object_add(result, "job_states", json_object_new_array());
+	json_object_array_add(field(result, "job_states"), state);
+	return result;
+}
+
+static json_object *
+job_new(long long id, json_object *body, json_object *cluster_ids)
+{
+	json_object *o = json_object_new_object(), *args = NULL, *clusters = json_object_new_array();
+	json_object *bio = field(body, "bio"), *user = field(body, "user_id");
+	unsigned char u[16] = {0};
+	char		task_id[48];
+
+	json_object_deep_copy(field(body, "args"), &args, NULL);
+	if (getrandom(u, sizeof(u), 0) != sizeof(u))
+		u[0] = 7;
+	snprintf(task_id, sizeof(task_id),
+			 "group_%02x%02x%02x%02x-%02x%02x-4%x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 u[0], u[1], u[2], u[3], u[4], u[5], u[6] & 15, u[7], (u[8] & 0x3f) | 0x80,
+			 u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	for (size_t i = 0; i < json_object_array_length(cluster_ids); i++)
+	{
+		json_object *c = json_object_new_object();
+
+		json_object_object_add(c, "id", json_object_get(json_object_array_get_idx(cluster_ids, i)));
+		json_object_array_add(clusters, c);
+	}
+	json_object_object_add(o, "id", json_object_new_int64(id));
+	json_object_object_add(o, "created_at", rfc3339_now());
+	json_object_object_add(o, "updated_at", json_object_get(field(o, "created_at")));
+	json_object_object_add(o, "task_id", json_object_new_string(task_id));
+	json_object_object_add(o, "bio", json_object_new_string(bio ? json_object_get_string(bio) : ""));
+	json_object_object_add(o, "type", json_object_new_string("preheat"));
+	json_object_object_add(o, "state", json_object_new_string("PENDING"));
+	json_object_object_add(o, "args", args);
+	json_object_object_add(o, "result", NULL);
+	json_object_object_add(o, "user_id", json_object_new_int64(user ? json_object_get_int64(user) : 0));
+	json_object_object_add(o, "scheduler_clusters", clusters);
+	return o;
+}
+
+/* POST /oapi/v1/jobs */
+
+static enum MHD_Result
+post_reply(Call *c, unsigned status, const char *body, const char *ctype)
+{
+	log_request(c->r, POST_ROUTE, 0, status);
+	return reply(c, status, body, ctype);
+}
+
+static enum MHD_Result
+post_message(Call *c, unsigned status, const char *key, const char *msg)
+{
+	log_request(c->r, POST_ROUTE, 0, status);
+	return reply_message(c, status, key, msg);
+}
+
+static enum MHD_Result post_job_faults(Call *c);
+
+/* Authentication, parsing and validation, up to the slow<MS>ms pause. */
+enum MHD_Result
+post_job(Call *c)
+{
+	Req		   *r = c->r;
+	const char *why, *url, *verr = NULL;
+	char		err[512];
+	json_object *n;
+	unsigned	code;
+	long long	ms;
+
+	r->t = wall_seconds();
+	pthread_mutex_lock(&state_lock);
+	stats.posts++;
+	pthread_mutex_unlock(&state_lock);
+	code = check_auth(c, SCOPE_JOB, &r->auth_kind, &why);
+	if (!parse_body(r, err, sizeof(err)))
+		verr = err;
+	if (code != 0)
+		return post_message(c, code, "message", why);
+	if (verr == NULL)
+		verr = validate(r->jbody, err, sizeof(err));
+	if (verr != NULL)
+		return post_message(c, 422, "errors", verr);
+
+	url = json_object_get_string(field(field(r->jbody, "args"), "url"));
+	if (url == NULL)
+		url = "";
+	pthread_mutex_lock(&state_lock);
+	if (url_posts == NULL)
+		url_posts = json_object_new_object();
+	if (json_object_object_get_ex(url_posts, url, &n))
+		json_object_set_int64(n, json_object_get_int64(n) + 1);
+	else
+		json_object_object_add(url_posts, url, n = json_object_new_int64(1));
+	r->url_posts = json_object_get_int64(n);
+	pthread_mutex_unlock(&state_lock);
+
+	if ((ms = marker(url, "slow", "ms")) > 0)
+		return pause_then(c, ms * 1000000, post_job_faults);
+	return post_job_faults(c);
+}
+
+static bool
+cluster_known(long long id)
+{
+	for (int i = 0; i < opt.nclusters; i++)
+		if (opt.clusters[i] == id)
+			return true;
+	return false;
+}
+
+/* The fault markers, then the job. */
+static enum MHD_Result
+post_job_faults(Call *c)
+{
+	Req		   *r = c->r;
+	const char *url = json_object_get_string(field(field(r->jbody, "args"), "url"));
+	json_object *ids = field(r->jbody, "scheduler_cluster_ids");
+	json_object *clusters = json_object_new_array();
+	long long	lim, id;
+	Job		   *j;
+	char	   *text;
+	enum MHD_Result ret;
+
+	if (url == NULL)
+		url = "";
+	if (has(url, "drop"))
+		return log_request(r, POST_ROUTE, 0, 0), json_object_put(clusters), MHD_NO;
+	if (has(url, "redirect"))
+		return log_request(r, POST_ROUTE, 0, 302), json_object_put(clusters),
+			reply_redirect(c, 302, "http://example.invalid/console/");
+	lim = marker(url, "flaky500x", "");
+	if (has(url, "fail500") || (lim >= 0 && r->url_posts <= lim))
+		return json_object_put(clusters),
+			post_message(c, 500, "message", "failed to get manifest: unexpected status 500");
+	lim = marker(url, "ratelimit429x", "");
+	if ((lim >= 0 && r->url_posts <= lim) || (lim < 0 && has(url, "ratelimit")))
+		return json_object_put(clusters), post_reply(c, 429, "rate limit exceeded", TEXT_CT);
+	if (has(url, "badjson"))
+		return json_object_put(clusters), post_reply(c, 200, "not json", JSON_CT);
+
+	/* the scheduler clusters: those named, else all known ones, else [1] */
+	for (size_t i = 0; ids && i < json_object_array_length(ids); i++)
+	{
+		long long	cid = json_object_get_int64(json_object_array_get_idx(ids, i));
+
+		if (opt.nclusters > 0 && !cluster_known(cid))
+			return json_object_put(clusters), post_reply(c, 429, "rate limit exceeded", TEXT_CT);
+		json_object_array_add(clusters, json_object_new_int64(cid));
+	}
+	for (int i = 0; json_object_array_length(clusters) == 0 && i < opt.nclusters; i++)
+		json_object_array_add(clusters, json_object_new_int64(opt.clusters[i]));
+	if (json_object_array_length(clusters) == 0)
+		json_object_array_add(clusters, json_object_new_int64(1));
+
+	pthread_mutex_lock(&state_lock);
+	if (njobs == jobs_cap && (jobs = realloc(jobs, (jobs_cap = jobs_cap ? jobs_cap * 2 : 4096) * sizeof(Job))) == NULL)
+		abort();
+	id = next_id++;
+	j = &jobs[njobs++];
+	j->obj = job_new(id, r->jbody, clusters);
+	j->url = strdup(url);
+	j->fault = has(url, "forget") ? FAULT_FORGET : has(url, "jobfail") ? FAULT_JOBFAIL :
+		has(url, "partial") ? FAULT_PARTIAL : FAULT_NONE;
+	j->created = mono_ns();
+	j->slowget_ns = (lim = marker(url, "slowget", "ms")) > 0 ? lim * 1000000 : 0;
+	j->polls = 0;
+	json_object_put(clusters);
+	text = json_text(j->obj);
+	pthread_mutex_unlock(&state_lock);
+
+	log_request(r, POST_ROUTE, id, 200);
+	ret = reply(c, 200, text, JSON_CT);
+	free(text);
+	return ret;
+}
+
+/* GET /oapi/v1/jobs/<id> */
+
+enum MHD_Result
+get_job(Call *c, const char *sid)
+{
+	const char *kind, *why;
+	unsigned	code;
+	long long	id;
+	char	   *end, *text = NULL;
+	int64_t		delay = 0;
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&state_lock);
+	stats.gets++;
+	pthread_mutex_unlock(&state_lock);
+	if ((code = check_auth(c, SCOPE_JOB, &kind, &why)) != 0)
+		return reply_message(c, code, "message", why);
+	id = strtoll(sid, &end, 10);
+	if (sid[0] < '0' || sid[0] > '9' || *end != '\0' || id <= 0)
+	{
+		json_object *s = json_object_new_string(sid);
+		char		msg[256];
+
+		snprintf(msg, sizeof(msg), "id: must be a positive integer, got %.64s", json_object_to_json_string(s));
+		json_object_put(s);
+		return reply_message(c, 422, "errors", msg);
+	}
+
+	pthread_mutex_lock(&state_lock);
+	if (id >= base_id && id < base_id + (long long) njobs)
+	{
+		Job		   *j = &jobs[id - base_id];
+
+		j->polls++;
+		delay = j->slowget_ns;
+		if (j->fault != FAULT_FORGET)
+		{
+			if (str_is(field(j->obj, "state"), "PENDING") &&
+				mono_ns() - j->created >= (int64_t) (opt.success_after * 1e9))
+			{
+				bool		failed = j->fault == FAULT_JOBFAIL;
+
+				json_object_object_add(j->obj, "state", json_object_new_string(failed ? "FAILURE" : "SUCCESS"));
+				json_object_object_add(j->obj, "result", job_result(j, failed));
+				json_object_object_add(j->obj, "updated_at", rfc3339_now());
+			}
+			text = json_text(j->obj);
+		}
+	}
+	pthread_mutex_unlock(&state_lock);
+	if (text == NULL)
+		return reply_message(c, 404, "message", "record not found");
+	if (delay > 0)
+	{
+		c->r->pending = text;
+		return pause_then(c, delay, reply_pending);
+	}
+	ret = reply(c, 200, text, JSON_CT);
+	free(text);
+	return ret;
+}
+
+/* For /_standin/ (caller holds state_lock) */
+
+long long
+jobs_count(void)
+{
+	return (long long) njobs;
+}
+
+json_object *
+jobs_summary(void)
+{
+	json_object *out = json_object_new_array();
+
+	for (size_t i = 0; i < njobs; i++)
+	{
+		json_object *o = json_object_new_object(), *n = NULL;
+
+		json_object_object_add(o, "id", json_object_get(field(jobs[i].obj, "id")));
+		json_object_object_add(o, "url", json_object_new_string(jobs[i].url));
+		json_object_object_add(o, "state", json_object_get(field(jobs[i].obj, "state")));
+		json_object_object_add(o, "polls", json_object_new_int64(jobs[i].polls));
+		json_object_object_get_ex(url_posts, jobs[i].url, &n);
+		json_object_object_add(o, "posts_for_url", json_object_new_int64(n ? json_object_get_int64(n) : 0));
+		json_object_array_add(out, o);
+	}
+	return out;
+}
+
+json_object *
+jobs_urls(void)
+{
+	return url_posts ? json_object_get(url_posts) : json_object_new_object();
+}
+
+void
+jobs_reset(void)
+{
+	for (size_t i = 0; i < njobs; i++)
+	{
+		json_object_put(jobs[i].obj);
+		free(jobs[i].url);
+	}
+	njobs = 0;
+	base_id = next_id;
+	json_object_put(url_posts);
+	url_posts = NULL;
+}
