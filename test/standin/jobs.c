@@ -327,6 +327,11 @@ post_job(Call *c)
 		verr = validate(r->jbody, err, sizeof(err));
 	if (verr != NULL)
 		return post_message(c, 422, "errors", verr);
+	pthread_mutex_lock(&state_lock);
+	code = clusters_admit(field(r->jbody, "scheduler_cluster_ids")) ? 0 : 429;
+	pthread_mutex_unlock(&state_lock);
+	if (code != 0)
+		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
 
 	url = json_object_get_string(field(field(r->jbody, "args"), "url"));
 	if (url == NULL)
@@ -346,15 +351,6 @@ post_job(Call *c)
 	return post_job_faults(c);
 }
 
-static bool
-cluster_known(long long id)
-{
-	for (int i = 0; i < opt.nclusters; i++)
-		if (opt.clusters[i] == id)
-			return true;
-	return false;
-}
-
 /* The fault markers, then the job. */
 static enum MHD_Result
 post_job_faults(Call *c)
@@ -362,7 +358,7 @@ post_job_faults(Call *c)
 	Req		   *r = c->r;
 	const char *url = json_object_get_string(field(field(r->jbody, "args"), "url"));
 	json_object *ids = field(r->jbody, "scheduler_cluster_ids");
-	json_object *clusters = json_object_new_array();
+	json_object *clusters;
 	long long	lim, id;
 	Job		   *j;
 	char	   *text;
@@ -371,35 +367,25 @@ post_job_faults(Call *c)
 	if (url == NULL)
 		url = "";
 	if (has(url, "drop"))
-		return log_request(r, POST_ROUTE, 0, 0), json_object_put(clusters), MHD_NO;
+		return log_request(r, POST_ROUTE, 0, 0), MHD_NO;
 	if (has(url, "redirect"))
-		return log_request(r, POST_ROUTE, 0, 302), json_object_put(clusters),
-			reply_redirect(c, 302, "http://example.invalid/console/");
+		return log_request(r, POST_ROUTE, 0, 302), reply_redirect(c, 302, "http://example.invalid/console/");
 	lim = marker(url, "flaky500x", "");
 	if (has(url, "fail500") || (lim >= 0 && r->url_posts <= lim))
-		return json_object_put(clusters),
-			post_message(c, 500, "message", "failed to get manifest: unexpected status 500");
+		return post_message(c, 500, "message", "failed to get manifest: unexpected status 500");
 	lim = marker(url, "ratelimit429x", "");
 	if ((lim >= 0 && r->url_posts <= lim) || (lim < 0 && has(url, "ratelimit")))
-		return json_object_put(clusters), post_reply(c, 429, "rate limit exceeded", TEXT_CT);
+		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
 	if (has(url, "badjson"))
-		return json_object_put(clusters), post_reply(c, 200, "not json", JSON_CT);
+		return post_reply(c, 200, "not json", JSON_CT);
 
-	/* the scheduler clusters: those named, else all known ones, else [1] */
+	/* new objects: the request's own are freed outside state_lock */
+	clusters = json_object_new_array();
 	for (size_t i = 0; ids && i < json_object_array_length(ids); i++)
-	{
-		long long	cid = json_object_get_int64(json_object_array_get_idx(ids, i));
-
-		if (opt.nclusters > 0 && !cluster_known(cid))
-			return json_object_put(clusters), post_reply(c, 429, "rate limit exceeded", TEXT_CT);
-		json_object_array_add(clusters, json_object_new_int64(cid));
-	}
-	for (int i = 0; json_object_array_length(clusters) == 0 && i < opt.nclusters; i++)
-		json_object_array_add(clusters, json_object_new_int64(opt.clusters[i]));
-	if (json_object_array_length(clusters) == 0)
-		json_object_array_add(clusters, json_object_new_int64(1));
-
+		json_object_array_add(clusters, json_object_new_int64(json_object_get_int64(json_object_array_get_idx(ids, i))));
 	pthread_mutex_lock(&state_lock);
+	if (json_object_array_length(clusters) == 0)
+		clusters_default(clusters);
 	if (njobs == jobs_cap && (jobs = realloc(jobs, (jobs_cap = jobs_cap ? jobs_cap * 2 : 4096) * sizeof(Job))) == NULL)
 		abort();
 	id = next_id++;

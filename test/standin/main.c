@@ -5,7 +5,7 @@
  *		answers like Dragonfly, including the ways Dragonfly fails.
  *
  * Options: --host, --port, --port-file, --token, --inactive-token, --basic,
- * --header, --log-file, --success-after, --delay, --clusters,
+ * --header, --log-file, --success-after, --delay, --clusters, --cluster,
  * --lenient-scope, --verbose.  help_text below explains each, with the
  * routes, the fault markers and the log format (--help prints it).
  */
@@ -43,6 +43,13 @@ static const char help_text[] =
 "  --clusters ID,ID        known scheduler cluster ids; a job naming another gets 429\n"
 "                          like Dragonfly; a job naming none goes to all of these.\n"
 "                          Default: any id accepted, a job naming none goes to [1]\n"
+"  --cluster ID:RATE       a scheduler cluster with its job_rate_limit (repeatable; 0 =\n"
+"                          Dragonfly's default of 10).  Turns on Dragonfly's job rate\n"
+"                          limiter: a POST /oapi/v1/jobs naming scheduler_cluster_ids\n"
+"                          charges each in turn; the first over its rate (RATE a\n"
+"                          second, burst RATE) or unknown answers 429 text/plain\n"
+"                          \"rate limit exceeded\", no Retry-After; clusters charged\n"
+"                          before it stay charged.  Ids of --clusters count at 10/s.\n"
 "  --lenient-scope         accept any args.scope string (Dragonfly >= 2.1.66)\n"
 "  --verbose               one line per request on stderr\n"
 "Without --token, --inactive-token, --basic or --header every request is let in.\n"
@@ -101,7 +108,7 @@ static void
 parse_args(int argc, char **argv)
 {
 	enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_TOKEN, O_INACTIVE, O_BASIC, O_HEADER,
-	O_LOG_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_LENIENT, O_VERBOSE };
+	O_LOG_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_LENIENT, O_VERBOSE };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'}, {"host", required_argument, NULL, O_HOST},
 		{"port", required_argument, NULL, O_PORT}, {"port-file", required_argument, NULL, O_PORT_FILE},
@@ -110,6 +117,7 @@ parse_args(int argc, char **argv)
 		{"log-file", required_argument, NULL, O_LOG_FILE},
 		{"success-after", required_argument, NULL, O_SUCCESS_AFTER},
 		{"delay", required_argument, NULL, O_DELAY}, {"clusters", required_argument, NULL, O_CLUSTERS},
+		{"cluster", required_argument, NULL, O_CLUSTER},
 		{"lenient-scope", no_argument, NULL, O_LENIENT}, {"verbose", no_argument, NULL, O_VERBOSE},
 		{NULL, 0, NULL, 0}};
 	int			o;
@@ -166,6 +174,16 @@ parse_args(int argc, char **argv)
 					if (end == p || *end != '\0' || id <= 0)
 						usage_error("--clusters expects comma-separated positive integers, not ", optarg);
 					PUSH(opt.clusters, opt.nclusters, id);
+				}
+				break;
+			case O_CLUSTER:
+				{
+					ClusterLimit l = {strtoll(optarg, &end, 10), 0};
+
+					if (end == optarg || *end != ':' || l.id <= 0 ||
+						(l.rate = strtoll(end + 1, &p, 10)) < 0 || p == end + 1 || *p != '\0')
+						usage_error("--cluster expects ID:JOB_RATE_LIMIT, not ", optarg);
+					PUSH(opt.limits, opt.nlimits, l);
 				}
 				break;
 			case O_LENIENT:
@@ -228,6 +246,7 @@ main(int argc, char **argv)
 	int			fd, port;
 
 	parse_args(argc, argv);
+	clusters_init();
 
 	/* signals go to sigwait() in server_run(), never to the worker threads */
 	sigemptyset(&sigs);

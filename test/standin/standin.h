@@ -2,7 +2,7 @@
  * standin.h
  *		What the parts of the Dragonfly stand-in share: the options, the
  *		request being answered, and the calls between server.c (HTTP), jobs.c
- *		(the job API) and main.c (command line).
+ *		(the job API), clusters.c (scheduler clusters) and main.c (command line).
  */
 #ifndef STANDIN_H
 #define STANDIN_H
@@ -34,6 +34,12 @@ typedef struct Header
 	const char *value;
 } Header;
 
+typedef struct ClusterLimit
+{
+	long long	id;
+	long long	rate;			/* job_rate_limit; 0 = Dragonfly's default */
+} ClusterLimit;
+
 typedef struct Options
 {
 	const char *host;
@@ -50,6 +56,8 @@ typedef struct Options
 	double		delay;
 	long long  *clusters;		/* --clusters: known ids */
 	int			nclusters;
+	ClusterLimit *limits;		/* --cluster: ids with a job rate limit */
+	int			nlimits;
 	bool		lenient_scope;
 	bool		verbose;
 	bool		auth_required;
@@ -120,5 +128,10 @@ long long	jobs_count(void);
 json_object *jobs_summary(void);
 json_object *jobs_urls(void);
 void		jobs_reset(void);
+
+/* clusters.c (under state_lock) */
+void		clusters_init(void);
+bool		clusters_admit(json_object *ids);
+void		clusters_default(json_object *ids);
 
 #endif
