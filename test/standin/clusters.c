@@ -123,3 +123,104 @@ clusters_default(json_object *ids)
 	for (int i = 0; i < nclusters; i++)
 		json_object_array_add(ids, json_object_new_int64(clusters[i].id));
 }
+
+/*
+ * PATCH body: Dragonfly replaces scheduler_cluster_config as a whole (a
+ * limit left out becomes 0); name and bio change when not empty.
+ */
+static const char *
+patch(Cluster *c, json_object *body, char *err, size_t errlen)
+{
+	static const struct { const char *key, *go; long long lo, hi; } limits[] = {
+		{"candidate_parent_limit", "CandidateParentLimit", 1, 20},
+		{"filter_parent_limit", "FilterParentLimit", 10, 1000},
+		{"job_rate_limit", "JobRateLimit", 1, 1000000}};
+	json_object *config = field(body, "scheduler_cluster_config"), *v;
+
+	if (!json_object_is_type(body, json_type_object))
+		return "json: cannot unmarshal into Go value of type types.UpdateClusterRequest";
+	for (size_t i = 0; config && i < sizeof(limits) / sizeof(limits[0]); i++)
+	{
+		long long	n;
+
+		if ((v = field(config, limits[i].key)) == NULL)
+			continue;
+		n = json_object_get_int64(v);
+		if (!json_object_is_type(v, json_type_int) || n < 0 || n > UINT32_MAX)
+			return snprintf(err, errlen, "json: cannot unmarshal %s into Go struct field "
+							"UpdateClusterRequest.scheduler_cluster_config.%s of type uint32",
+							json_object_to_json_string(v), limits[i].key), err;
+		if (n != 0 && (n < limits[i].lo || n > limits[i].hi))
+			return snprintf(err, errlen, "Key: 'UpdateClusterRequest.SchedulerClusterConfig.%s' "
+							"Error:Field validation for '%s' failed on the '%s' tag",
+							limits[i].go, limits[i].go, n < limits[i].lo ? "gte" : "lte"), err;
+	}
+	if (c == NULL)
+		return NULL;
+	for (const char *const *k = (const char *const[]) {"name", "bio", NULL}; *k; k++)
+		if ((v = field(body, *k)) && json_object_get_string_len(v) > 0)
+			json_object_object_add(c->obj, *k, json_object_new_string(json_object_get_string(v)));
+	if ((v = field(body, "is_default")) && json_object_get_boolean(v))
+		json_object_object_add(c->obj, "is_default", json_object_new_boolean(1));
+	if (config)
+	{
+		json_object *n = json_object_new_object();
+
+		for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+			json_object_object_add(n, limits[i].key,
+								   json_object_new_int64(json_object_get_int64(field(config, limits[i].key))));
+		json_object_object_add(c->obj, "scheduler_cluster_config", n);
+	}
+	json_object_object_add(c->obj, "updated_at", rfc3339_now());
+	return NULL;
+}
+
+/* GET and PATCH /oapi/v1/clusters/<id>; a PATCH takes effect at once. */
+enum MHD_Result
+cluster_route(Call *c, const char *sid)
+{
+	Req		   *r = c->r;
+	bool		is_patch = strcmp(c->method, "PATCH") == 0;
+	const char *why, *verr = NULL;
+	char		err[512], *end, *text = NULL;
+	unsigned	code;
+	long long	id = strtoll(sid, &end, 10);
+	enum MHD_Result ret;
+
+	r->t = wall_seconds();
+	if ((code = check_auth(c, SCOPE_CLUSTER, &r->auth_kind, &why)) != 0)
+	{
+		if (is_patch)
+			log_request(r, "PATCH /oapi/v1/clusters/:id", id, code);
+		return reply_message(c, code, "message", why);
+	}
+	if (sid[0] < '0' || sid[0] > '9' || *end != '\0')
+		return snprintf(err, sizeof(err), "strconv.ParseUint: parsing \"%.64s\": invalid syntax", sid),
+			reply_message(c, 422, "errors", err);
+	if (id == 0)
+		return reply_message(c, 422, "errors",
+							 "Key: 'ClusterParams.ID' Error:Field validation for 'ID' failed on the 'required' tag");
+	if (is_patch && ((!parse_body(r, err, sizeof(err)) && (verr = err)) ||
+					 (verr = patch(NULL, r->jbody, err, sizeof(err))) != NULL))
+	{
+		log_request(r, "PATCH /oapi/v1/clusters/:id", id, 422);
+		return reply_message(c, 422, "errors", verr);
+	}
+	pthread_mutex_lock(&state_lock);
+	{
+		Cluster    *cl = find(id);
+
+		if (cl && is_patch)
+			patch(cl, r->jbody, err, sizeof(err));
+		if (cl)
+			text = json_text(cl->obj);
+	}
+	pthread_mutex_unlock(&state_lock);
+	if (is_patch)
+		log_request(r, "PATCH /oapi/v1/clusters/:id", id, text ? 200 : 404);
+	if (text == NULL)
+		return reply_message(c, 404, "message", "record not found");
+	ret = reply(c, 200, text, JSON_CT);
+	free(text);
+	return ret;
+}

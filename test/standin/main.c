@@ -33,7 +33,11 @@ static const char help_text[] =
 "  --host HOST             address to listen on (default 127.0.0.1)\n"
 "  --port PORT             0 = pick a free port (default)\n"
 "  --port-file FILE        write the chosen port here once listening (atomic)\n"
-"  --token TOKEN           valid bearer token (repeatable)\n"
+"  --token TOKEN[:SCOPES]  valid bearer token (repeatable); SCOPES, a comma-separated\n"
+"                          list of job and cluster, limits it like the scopes of a\n"
+"                          Dragonfly personal access token (403 \"Token doesn't have\n"
+"                          permission to access this resource. Required permission:\n"
+"                          cluster\" elsewhere); none = every scope\n"
 "  --inactive-token TOKEN  bearer token answered 403 \"token is inactive\" (repeatable)\n"
 "  --basic USER:PASS       valid Basic credentials (repeatable)\n"
 "  --header NAME:VALUE     request header that authenticates (repeatable)\n"
@@ -54,7 +58,11 @@ static const char help_text[] =
 "  --verbose               one line per request on stderr\n"
 "Without --token, --inactive-token, --basic or --header every request is let in.\n"
 "\n"
-"routes: GET /healthy, POST /oapi/v1/jobs, GET /oapi/v1/jobs/<id>;\n"
+"routes: GET /healthy, POST /oapi/v1/jobs, GET /oapi/v1/jobs/<id>,\n"
+"  GET /oapi/v1/clusters/<id> (Dragonfly's cluster object; 404 {\"message\":\"record not\n"
+"  found\"} for an unknown id), PATCH /oapi/v1/clusters/<id> (scheduler_cluster_config\n"
+"  replaced as a whole, name, bio; a new job_rate_limit applies at once, where Dragonfly\n"
+"  takes up to 3 minutes);\n"
 "  anything else answers 301 to /console/ like Dragonfly.\n"
 "\n"
 "fault markers (anywhere in args.url of POST /oapi/v1/jobs):\n"
@@ -71,8 +79,9 @@ static const char help_text[] =
 "  redirect         302 to http://example.invalid/console/\n"
 "  drop             close the connection without any answer (after slow<MS>ms)\n"
 "\n"
-"log line (one per POST /oapi/v1/jobs, whatever the outcome):\n"
-"  {\"t\":<arrival, epoch seconds>,\"route\":\"POST /oapi/v1/jobs\",\"id\":<job id|null>,\n"
+"log line (one per POST /oapi/v1/jobs and PATCH /oapi/v1/clusters/<id>, whatever the\n"
+"outcome; route is \"POST /oapi/v1/jobs\" or \"PATCH /oapi/v1/clusters/:id\"):\n"
+"  {\"t\":<arrival, epoch seconds>,\"route\":\"<route>\",\"id\":<job or cluster id|null>,\n"
 "   \"status\":<HTTP status, 0 = dropped>,\"body\":<request body; a string if not JSON>,\n"
 "   \"auth_kind\":\"bearer|basic|custom|none\"}\n"
 "\n"
@@ -143,7 +152,19 @@ parse_args(int argc, char **argv)
 				break;
 			case O_TOKEN:
 			case O_INACTIVE:
-				PUSH(opt.tokens, opt.ntokens, ((Token) {optarg, o == O_INACTIVE, 0}));
+				{
+					Token		t = {optarg, o == O_INACTIVE, 0};
+
+					/* TOKEN:SCOPE,SCOPE, like a Dragonfly personal access token's scopes */
+					if (o == O_TOKEN && (p = strrchr(optarg, ':')) != NULL)
+						for (*p++ = '\0'; (p = strtok_r(p, ",", &save)) != NULL; p = NULL)
+						{
+							if (strcmp(p, "job") != 0 && strcmp(p, "cluster") != 0)
+								usage_error("--token scopes are job and cluster, not ", p);
+							t.scopes |= strcmp(p, "job") == 0 ? SCOPE_JOB : SCOPE_CLUSTER;
+						}
+					PUSH(opt.tokens, opt.ntokens, t);
+				}
 				break;
 			case O_BASIC:
 				if (strchr(optarg, ':') == NULL)

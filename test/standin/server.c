@@ -413,6 +413,8 @@ route(Call *c)
 		return post_job(c);
 	if (strncmp(u, "/oapi/v1/jobs/", 14) == 0 && strcmp(m, "GET") == 0)
 		return get_job(c, u + 14);
+	if (strncmp(u, "/oapi/v1/clusters/", 18) == 0 && (strcmp(m, "GET") == 0 || strcmp(m, "PATCH") == 0))
+		return cluster_route(c, u + 18);
 	/* anything else is the web console's business, as in Dragonfly */
 	return reply_redirect(c, 301, "/console/");
 }

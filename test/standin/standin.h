@@ -129,9 +129,10 @@ json_object *jobs_summary(void);
 json_object *jobs_urls(void);
 void		jobs_reset(void);
 
-/* clusters.c (under state_lock) */
+/* clusters.c (the first three under state_lock) */
 void		clusters_init(void);
 bool		clusters_admit(json_object *ids);
 void		clusters_default(json_object *ids);
+enum MHD_Result cluster_route(Call *c, const char *sid);
 
 #endif
