@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 
+#include <limits.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,7 +408,20 @@ post_job_faults(Call *c)
 	return ret;
 }
 
-/* GET /oapi/v1/jobs/<id> */
+/* GET /oapi/v1/jobs/<id> and GET /oapi/v1/jobs */
+
+/* A pending job is final once --success-after seconds old. */
+static void
+refresh(Job *j)
+{
+	bool		failed = j->fault == FAULT_JOBFAIL;
+
+	if (!str_is(field(j->obj, "state"), "PENDING") || mono_ns() - j->created < (int64_t) (opt.success_after * 1e9))
+		return;
+	json_object_object_add(j->obj, "state", json_object_new_string(failed ? "FAILURE" : "SUCCESS"));
+	json_object_object_add(j->obj, "result", job_result(j, failed));
+	json_object_object_add(j->obj, "updated_at", rfc3339_now());
+}
 
 enum MHD_Result
 get_job(Call *c, const char *sid)
@@ -444,15 +458,7 @@ get_job(Call *c, const char *sid)
 		delay = j->slowget_ns;
 		if (j->fault != FAULT_FORGET)
 		{
-			if (str_is(field(j->obj, "state"), "PENDING") &&
-				mono_ns() - j->created >= (int64_t) (opt.success_after * 1e9))
-			{
-				bool		failed = j->fault == FAULT_JOBFAIL;
-
-				json_object_object_add(j->obj, "state", json_object_new_string(failed ? "FAILURE" : "SUCCESS"));
-				json_object_object_add(j->obj, "result", job_result(j, failed));
-				json_object_object_add(j->obj, "updated_at", rfc3339_now());
-			}
+			refresh(j);
 			text = json_text(j->obj);
 		}
 	}
@@ -465,6 +471,108 @@ get_job(Call *c, const char *sid)
 		return pause_then(c, delay, reply_pending);
 	}
 	ret = reply(c, 200, text, JSON_CT);
+	free(text);
+	return ret;
+}
+
+/* A query parameter as Dragonfly's form binding reads a number; NULL or the 422 message. */
+static const char *
+query_number(Call *c, const char *name, const char *go, long long lo, long long hi, long long *out, char *err, size_t errlen)
+{
+	const char *v = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, name);
+	char	   *end;
+
+	*out = 0;
+	if (v == NULL || v[0] == '\0')
+		return NULL;
+	*out = strtoll(v, &end, 10);
+	if (*end != '\0' || (lo == 0 && v[0] == '-'))
+		return snprintf(err, errlen, "strconv.Parse%s: parsing \"%.64s\": invalid syntax", lo == 0 ? "Uint" : "Int", v), err;
+	if (*out != 0 && (*out < lo || *out > hi))	/* omitempty: 0 means unset */
+		return snprintf(err, errlen, "Key: 'GetJobsQuery.%s' Error:Field validation for '%s' failed on the '%s' tag",
+						go, go, *out < lo ? "gte" : "lte"), err;
+	return NULL;
+}
+
+/*
+ * Dragonfly's job list: newest first, filtered by type, state and user_id,
+ * page (from 1) and per_page (default 10), with its Link header.  Like
+ * Dragonfly it leaves out the scheduler clusters (null) and jobs deleted
+ * (forget).
+ */
+enum MHD_Result
+list_jobs(Call *c)
+{
+	static const char *const states[] = {"PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE"};
+	const char *type = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "type");
+	const char *state = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "state");
+	const char *kind, *why, *verr;
+	char		err[256], link[2048], *text;
+	long long	page, per_page, user, total = 0, last;
+	json_object *out = json_object_new_array();
+	unsigned	code;
+	size_t		n = 0;
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&state_lock);
+	stats.gets++;
+	pthread_mutex_unlock(&state_lock);
+	if ((code = check_auth(c, SCOPE_JOB, &kind, &why)) != 0)
+		return json_object_put(out), reply_message(c, code, "message", why);
+	for (n = 0, verr = state && state[0] ? "Key: 'GetJobsQuery.State' Error:Field validation for 'State' "
+		 "failed on the 'oneof' tag" : NULL; verr && n < sizeof(states) / sizeof(states[0]); n++)
+		if (strcmp(state, states[n]) == 0)
+			verr = NULL;
+	if (verr == NULL && (verr = query_number(c, "user_id", "UserID", 0, LLONG_MAX, &user, err, sizeof(err))) == NULL &&
+		(verr = query_number(c, "page", "Page", 1, LLONG_MAX, &page, err, sizeof(err))) == NULL)
+		verr = query_number(c, "per_page", "PerPage", 1, 10000000, &per_page, err, sizeof(err));
+	if (verr != NULL)
+		return json_object_put(out), reply_message(c, 422, "errors", verr);
+	page = page ? page : 1;
+	per_page = per_page ? per_page : 10;
+
+	pthread_mutex_lock(&state_lock);
+	for (size_t i = njobs; i-- > 0;)
+	{
+		Job		   *j = &jobs[i];
+
+		if (j->fault == FAULT_FORGET)
+			continue;
+		refresh(j);
+		if ((type && type[0] && !str_is(field(j->obj, "type"), type)) ||
+			(state && state[0] && !str_is(field(j->obj, "state"), state)) ||
+			(user && json_object_get_int64(field(j->obj, "user_id")) != user))
+			continue;
+		if (total++ >= (page - 1) * per_page && (long long) json_object_array_length(out) < per_page)
+		{
+			json_object *o = json_object_new_object();
+
+			json_object_object_foreach(j->obj, k, v)
+				json_object_object_add(o, k, strcmp(k, "scheduler_clusters") ? json_object_get(v) : NULL);
+			json_object_array_add(out, o);
+		}
+	}
+	text = json_text(out);
+	json_object_put(out);
+	pthread_mutex_unlock(&state_lock);
+
+	/* prev, next, first, last, the query's keys in order as Go encodes them */
+	last = (total + per_page - 1) / per_page;
+	n = 0;
+	for (int k = 0; k < 4; k++)
+	{
+		long long	p = k == 0 ? (page == 1 ? 1 : page - 1) : k == 1 ? (page == last ? page : page + 1) : k == 2 ? 1 : last;
+
+		n += snprintf(link + n, sizeof(link) - n, "%s</oapi/v1/jobs?page=%lld&per_page=%lld%s%s%s%s",
+					  k ? "," : "", p, per_page, state && state[0] ? "&state=" : "", state && state[0] ? state : "",
+					  type && type[0] ? "&type=" : "", type && type[0] ? type : "");
+		if (user)
+			n += snprintf(link + n, sizeof(link) - n, "&user_id=%lld", user);
+		n += snprintf(link + n, sizeof(link) - n, ">;rel=%s", (const char *[]) {"prev", "next", "first", "last"}[k]);
+		if (n >= sizeof(link))
+			n = sizeof(link) - 1;
+	}
+	ret = reply_header(c, 200, text, "Link", link);
 	free(text);
 	return ret;
 }

@@ -218,6 +218,16 @@ reply(Call *c, unsigned status, const char *body, const char *ctype)
 	return queue(c, status, response(body, ctype));
 }
 
+/* A JSON answer with one more header. */
+enum MHD_Result
+reply_header(Call *c, unsigned status, const char *body, const char *name, const char *value)
+{
+	struct MHD_Response *resp = response(body, JSON_CT);
+
+	MHD_add_response_header(resp, name, value);
+	return queue(c, status, resp);
+}
+
 /* Answers o and releases it; o must not be shared with the store. */
 enum MHD_Result
 reply_json(Call *c, unsigned status, json_object *o)
@@ -411,6 +421,8 @@ route(Call *c)
 	}
 	if (strcmp(u, "/oapi/v1/jobs") == 0 && strcmp(m, "POST") == 0)
 		return post_job(c);
+	if (strcmp(u, "/oapi/v1/jobs") == 0 && strcmp(m, "GET") == 0)
+		return list_jobs(c);
 	if (strncmp(u, "/oapi/v1/jobs/", 14) == 0 && strcmp(m, "GET") == 0)
 		return get_job(c, u + 14);
 	if (strncmp(u, "/oapi/v1/clusters/", 18) == 0 && (strcmp(m, "GET") == 0 || strcmp(m, "PATCH") == 0))
