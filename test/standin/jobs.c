@@ -352,6 +352,35 @@ post_job(Call *c)
 	return post_job_faults(c);
 }
 
+/*
+ * The 500 of Dragonfly's image preheat when the registry refuses the
+ * manifest (Harbor's words, through docker/distribution's client) or no
+ * manifest matches args.platform: 1 with err set, else 0.
+ */
+static int
+registry_fault(const char *url, json_object *platform, char *err, size_t errlen)
+{
+	const char *v2 = strstr(url, "/v2/"), *m = strstr(url, "/manifests/"), *ref;
+	int			repo_len = v2 && m > v2 ? (int) (m - v2 - 4) : 0;
+
+	ref = m ? m + 11 : "";
+	if (has(url, "registry404"))
+		snprintf(err, errlen, "unknown: artifact %.*s%s%s not found", repo_len, v2 ? v2 + 4 : "",
+				 strncmp(ref, "sha256:", 7) == 0 ? "@" : ":", ref);
+	else if (has(url, "registry401"))
+		snprintf(err, errlen, "unauthorized: unauthorized to access repository: %.*s, action: pull: "
+				 "unauthorized to access repository: %.*s, action: pull", repo_len, v2 ? v2 + 4 : "",
+				 repo_len, v2 ? v2 + 4 : "");
+	else if (has(url, "registry500"))
+		snprintf(err, errlen, "received unexpected HTTP status: 500 Internal Server Error");
+	else if (has(url, "noplatform"))
+		snprintf(err, errlen, "no matching manifest for platform %s",
+				 json_object_get_string_len(platform) ? json_object_get_string(platform) : "linux/amd64");
+	else
+		return 0;
+	return 1;
+}
+
 /* The fault markers, then the job. */
 static enum MHD_Result
 post_job_faults(Call *c)
@@ -362,7 +391,7 @@ post_job_faults(Call *c)
 	json_object *clusters;
 	long long	lim, id;
 	Job		   *j;
-	char	   *text;
+	char	   *text, err[1024];
 	enum MHD_Result ret;
 
 	if (url == NULL)
@@ -374,6 +403,8 @@ post_job_faults(Call *c)
 	lim = marker(url, "flaky500x", "");
 	if (has(url, "fail500") || (lim >= 0 && r->url_posts <= lim))
 		return post_message(c, 500, "message", "failed to get manifest: unexpected status 500");
+	if (registry_fault(url, field(field(r->jbody, "args"), "platform"), err, sizeof(err)))
+		return post_message(c, 500, "message", err);
 	lim = marker(url, "ratelimit429x", "");
 	if ((lim >= 0 && r->url_posts <= lim) || (lim < 0 && has(url, "ratelimit")))
 		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
