@@ -396,8 +396,12 @@ post_job_faults(Call *c)
 
 	if (url == NULL)
 		url = "";
-	if (has(url, "drop"))
+	if (has(url, "drop") || r->chaos == CHAOS_DROP)
 		return log_request(r, POST_ROUTE, 0, 0), MHD_NO;
+	if (r->chaos == CHAOS_500)
+		return post_message(c, 500, "message", "failed to get manifest: unexpected status 500");
+	if (r->chaos == CHAOS_429)
+		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
 	if (has(url, "redirect"))
 		return log_request(r, POST_ROUTE, 0, 302), reply_redirect(c, 302, "http://example.invalid/console/");
 	lim = marker(url, "flaky500x", "");

@@ -6,7 +6,7 @@
  *
  * Options: --host, --port, --port-file, --token, --inactive-token, --basic,
  * --header, --log-file, --success-after, --delay, --clusters, --cluster,
- * --lenient-scope, --verbose.  help_text below explains each, with the
+ * --chaos, --lenient-scope, --verbose.  help_text below explains each, with the
  * routes, the fault markers and the log format (--help prints it).
  */
 #define _GNU_SOURCE
@@ -54,6 +54,14 @@ static const char help_text[] =
 "                          second, burst RATE) or unknown answers 429 text/plain\n"
 "                          \"rate limit exceeded\", no Retry-After; clusters charged\n"
 "                          before it stay charged.  Ids of --clusters count at 10/s.\n"
+"  --chaos KIND=PCT,...    for a soak test: that percent of API requests (/oapi/...,\n"
+"                          /registry/...) fail at random.  KIND: 500 (POST /oapi/v1/jobs:\n"
+"                          as fail500; others {\"message\":\"Internal Server Error\"}),\n"
+"                          429 (POST /oapi/v1/jobs only: as ratelimit), drop (connection\n"
+"                          closed without an answer), slow (a pause of slowms, default\n"
+"                          2000, then the normal answer); slowms=MS sets that pause.\n"
+"                          A POST /oapi/v1/jobs hit is logged with \"chaos\":\"<KIND>\".\n"
+"                          e.g. --chaos 500=5,drop=2,slow=1\n"
 "  --lenient-scope         accept any args.scope string (Dragonfly >= 2.1.66)\n"
 "  --verbose               one line per request on stderr\n"
 "Without --token, --inactive-token, --basic or --header every request is let in.\n"
@@ -92,12 +100,12 @@ static const char help_text[] =
 "outcome; route is \"POST /oapi/v1/jobs\" or \"PATCH /oapi/v1/clusters/:id\"):\n"
 "  {\"t\":<arrival, epoch seconds>,\"route\":\"<route>\",\"id\":<job or cluster id|null>,\n"
 "   \"status\":<HTTP status, 0 = dropped>,\"body\":<request body; a string if not JSON>,\n"
-"   \"auth_kind\":\"bearer|basic|custom|none\"}\n"
+"   \"auth_kind\":\"bearer|basic|custom|none\"[,\"chaos\":\"500|429|drop|slow\"]}\n"
 "\n"
 "control endpoints (no auth, not counted): GET /_standin/stats, GET /_standin/jobs,\n"
 "  GET /_standin/urls, POST /_standin/reset\n";
 
-Options		opt = {.host = "127.0.0.1"};
+Options		opt = {.host = "127.0.0.1", .chaos_slow_ms = 2000};
 
 static void
 usage_error(const char *what, const char *arg)
@@ -126,7 +134,7 @@ static void
 parse_args(int argc, char **argv)
 {
 	enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_TOKEN, O_INACTIVE, O_BASIC, O_HEADER,
-	O_LOG_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_LENIENT, O_VERBOSE };
+	O_LOG_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_CHAOS, O_LENIENT, O_VERBOSE };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'}, {"host", required_argument, NULL, O_HOST},
 		{"port", required_argument, NULL, O_PORT}, {"port-file", required_argument, NULL, O_PORT_FILE},
@@ -135,7 +143,7 @@ parse_args(int argc, char **argv)
 		{"log-file", required_argument, NULL, O_LOG_FILE},
 		{"success-after", required_argument, NULL, O_SUCCESS_AFTER},
 		{"delay", required_argument, NULL, O_DELAY}, {"clusters", required_argument, NULL, O_CLUSTERS},
-		{"cluster", required_argument, NULL, O_CLUSTER},
+		{"cluster", required_argument, NULL, O_CLUSTER}, {"chaos", required_argument, NULL, O_CHAOS},
 		{"lenient-scope", no_argument, NULL, O_LENIENT}, {"verbose", no_argument, NULL, O_VERBOSE},
 		{NULL, 0, NULL, 0}};
 	int			o;
@@ -214,6 +222,23 @@ parse_args(int argc, char **argv)
 						(l.rate = strtoll(end + 1, &p, 10)) < 0 || p == end + 1 || *p != '\0')
 						usage_error("--cluster expects ID:JOB_RATE_LIMIT, not ", optarg);
 					PUSH(opt.limits, opt.nlimits, l);
+				}
+				break;
+			case O_CHAOS:
+				for (p = strtok_r(strdup(optarg), ",", &save); p; p = strtok_r(NULL, ",", &save))
+				{
+					static const char *const keys[] = {"", "500", "429", "drop", "slow", "slowms"};
+					size_t		k = 1, n = strcspn(p, "=");
+					double		v;
+
+					while (k < 6 && (strlen(keys[k]) != n || strncmp(p, keys[k], n) != 0))
+						k++;
+					if (k == 6 || p[n] != '=' || (v = strtod(p + n + 1, &end)) < 0 || end == p + n + 1 || *end)
+						usage_error("--chaos expects KIND=PERCENT,... (500, 429, drop, slow; slowms=MS), not ", optarg);
+					if (k == 5)
+						opt.chaos_slow_ms = (long long) v;
+					else
+						opt.chaos[k] = v;
 				}
 				break;
 			case O_LENIENT:

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -349,6 +350,8 @@ log_request(const Req *r, const char *route, long long id, unsigned status)
 	json_object_object_add(line, "body", r->jbody ? json_object_get(r->jbody) :
 						   r->bad_body ? json_object_new_string(r->bad_body) : NULL);
 	json_object_object_add(line, "auth_kind", json_object_new_string(r->auth_kind ? r->auth_kind : "none"));
+	if (r->chaos != CHAOS_NONE)
+		json_object_object_add(line, "chaos", json_object_new_string((const char *[]) {"", "500", "429", "drop", "slow"}[r->chaos]));
 	text = json_text(line);
 	json_object_put(line);
 	n = strlen(text);
@@ -407,10 +410,43 @@ control(Call *c)
 
 /* Routing */
 
+/* Once per request: what --chaos does to it. */
+static Chaos
+chaos_roll(void)
+{
+	static _Thread_local unsigned short seed[3];
+	double		x;
+
+	if (seed[0] == 0 && seed[1] == 0 && seed[2] == 0 && getrandom(seed, sizeof(seed), 0) < 0)
+		seed[0] = (unsigned short) mono_ns();
+	x = erand48(seed) * 100;
+	for (int k = CHAOS_500; k <= CHAOS_SLOW; k++)
+		if ((x -= opt.chaos[k]) < 0)
+			return (Chaos) k;
+	return CHAOS_NONE;
+}
+
 static enum MHD_Result
 route(Call *c)
 {
 	const char *u = c->url, *m = c->method;
+	Req		   *r = c->r;
+
+	if (!r->rolled)
+	{
+		r->rolled = true;
+		r->chaos = strncmp(u, "/oapi/", 6) == 0 || strncmp(u, "/registry/", 10) == 0 ? chaos_roll() : CHAOS_NONE;
+		if (r->chaos == CHAOS_SLOW)
+			return pause_then(c, opt.chaos_slow_ms * 1000000, route);
+	}
+	/* POST /oapi/v1/jobs suffers its chaos later, to log the body */
+	if (strcmp(u, "/oapi/v1/jobs") != 0 || strcmp(m, "POST") != 0)
+	{
+		if (r->chaos == CHAOS_DROP)
+			return MHD_NO;
+		if (r->chaos == CHAOS_500)
+			return reply_message(c, 500, "message", "Internal Server Error");
+	}
 
 	if (strcmp(u, "/healthy") == 0 && (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0))
 	{

@@ -58,12 +58,20 @@ typedef struct Options
 	int			nclusters;
 	ClusterLimit *limits;		/* --cluster: ids with a job rate limit */
 	int			nlimits;
+	double		chaos[5];		/* --chaos: percent of API requests, by Chaos */
+	long long	chaos_slow_ms;
 	bool		lenient_scope;
 	bool		verbose;
 	bool		auth_required;
 } Options;
 
 extern Options opt;
+
+/* What --chaos did to a request */
+typedef enum Chaos
+{
+	CHAOS_NONE, CHAOS_500, CHAOS_429, CHAOS_DROP, CHAOS_SLOW
+} Chaos;
 
 /* One request; kept across pauses in the connection's slot. */
 typedef struct Call Call;
@@ -76,6 +84,8 @@ typedef struct Req
 	bool		too_big;
 	bool		suspended;
 	Step		next;			/* what runs when a pause ends */
+	bool		rolled;			/* --chaos has chosen (chaos) */
+	Chaos		chaos;
 	/* POST /oapi/v1/jobs */
 	double		t;				/* arrival, seconds since the epoch */
 	const char *auth_kind;
