@@ -136,7 +136,7 @@ check_auth(Call *c, unsigned scope, const char **kind, const char **why)
 			continue;
 		if (t->inactive)
 			return *why = "token is inactive", 403;
-		if (t->scopes != 0 && (t->scopes & scope) == 0)
+		if (scope != 0 && t->scopes != 0 && (t->scopes & scope) == 0)
 			return *why = scope == SCOPE_CLUSTER ?
 				"Token doesn't have permission to access this resource. Required permission: cluster" :
 				"Token doesn't have permission to access this resource. Required permission: job", 403;
@@ -381,6 +381,7 @@ control(Call *c)
 		json_object_object_add(o, "gets", json_object_new_int64(stats.gets));
 		json_object_object_add(o, "jobs", json_object_new_int64(jobs_count()));
 		json_object_object_add(o, "healthy", json_object_new_int64(stats.healthy));
+		json_object_object_add(o, "notifications", json_object_new_int64(stats.notifications));
 		json_object_object_add(o, "by_status", by_status ? json_object_get(by_status) : json_object_new_object());
 	}
 	else if (get && strcmp(what, "jobs") == 0)
@@ -439,6 +440,8 @@ route(Call *c)
 		if (r->chaos == CHAOS_SLOW)
 			return pause_then(c, opt.chaos_slow_ms * 1000000, route);
 	}
+	if (strcmp(u, "/registry/notifications") == 0 && strcmp(m, "POST") == 0)
+		return kraken_notify(c);
 	/* POST /oapi/v1/jobs suffers its chaos later, to log the body */
 	if (strcmp(u, "/oapi/v1/jobs") != 0 || strcmp(m, "POST") != 0)
 	{
@@ -448,12 +451,13 @@ route(Call *c)
 			return reply_message(c, 500, "message", "Internal Server Error");
 	}
 
-	if (strcmp(u, "/healthy") == 0 && (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0))
+	if ((strcmp(u, "/healthy") == 0 || strcmp(u, "/health") == 0) && (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0))
 	{
 		pthread_mutex_lock(&state_lock);
 		stats.healthy++;
 		pthread_mutex_unlock(&state_lock);
-		return reply(c, 200, "\"OK\"", JSON_CT);
+		/* Dragonfly's /healthy, Kraken's /health */
+		return strcmp(u, "/healthy") == 0 ? reply(c, 200, "\"OK\"", JSON_CT) : reply(c, 200, "OK", TEXT_CT);
 	}
 	if (strcmp(u, "/oapi/v1/jobs") == 0 && strcmp(m, "POST") == 0)
 		return post_job(c);

@@ -2,7 +2,8 @@
  * standin.h
  *		What the parts of the Dragonfly stand-in share: the options, the
  *		request being answered, and the calls between server.c (HTTP), jobs.c
- *		(the job API), clusters.c (scheduler clusters) and main.c (command line).
+ *		(the job API), clusters.c (scheduler clusters), kraken.c (Kraken's
+ *		notifications) and main.c (command line).
  */
 #ifndef STANDIN_H
 #define STANDIN_H
@@ -110,6 +111,7 @@ typedef struct Stats
 	long long	posts;
 	long long	gets;
 	long long	healthy;
+	long long	notifications;	/* Kraken's POST /registry/notifications */
 } Stats;
 
 /* server.c */
@@ -146,5 +148,8 @@ void		clusters_init(void);
 bool		clusters_admit(json_object *ids);
 void		clusters_default(json_object *ids);
 enum MHD_Result cluster_route(Call *c, const char *sid);
+
+/* kraken.c */
+enum MHD_Result kraken_notify(Call *c);
 
 #endif
