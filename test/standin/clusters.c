@@ -185,7 +185,6 @@ cluster_route(Call *c, const char *sid)
 	char		err[512], *end, *text = NULL;
 	unsigned	code;
 	long long	id = strtoll(sid, &end, 10);
-	enum MHD_Result ret;
 
 	r->t = wall_seconds();
 	if ((code = check_auth(c, SCOPE_CLUSTER, &r->auth_kind, &why)) != 0)
@@ -220,7 +219,5 @@ cluster_route(Call *c, const char *sid)
 		log_request(r, "PATCH /oapi/v1/clusters/:id", id, text ? 200 : 404);
 	if (text == NULL)
 		return reply_message(c, 404, "message", "record not found");
-	ret = reply(c, 200, text, JSON_CT);
-	free(text);
-	return ret;
+	return reply_text(c, 200, text, NULL, NULL);
 }

@@ -311,9 +311,9 @@ post_job(Call *c)
 	Req		   *r = c->r;
 	const char *why, *url, *verr = NULL;
 	char		err[512];
-	json_object *n;
 	unsigned	code;
 	long long	ms;
+	bool		admitted;
 
 	r->t = wall_seconds();
 	pthread_mutex_lock(&state_lock);
@@ -328,24 +328,14 @@ post_job(Call *c)
 		verr = validate(r->jbody, err, sizeof(err));
 	if (verr != NULL)
 		return post_message(c, 422, "errors", verr);
-	pthread_mutex_lock(&state_lock);
-	code = clusters_admit(field(r->jbody, "scheduler_cluster_ids")) ? 0 : 429;
-	pthread_mutex_unlock(&state_lock);
-	if (code != 0)
-		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
-
 	url = json_object_get_string(field(field(r->jbody, "args"), "url"));
-	if (url == NULL)
-		url = "";
+	url = url ? url : "";
 	pthread_mutex_lock(&state_lock);
-	if (url_posts == NULL)
-		url_posts = json_object_new_object();
-	if (json_object_object_get_ex(url_posts, url, &n))
-		json_object_set_int64(n, json_object_get_int64(n) + 1);
-	else
-		json_object_object_add(url_posts, url, n = json_object_new_int64(1));
-	r->url_posts = json_object_get_int64(n);
+	if ((admitted = clusters_admit(field(r->jbody, "scheduler_cluster_ids"))))
+		r->url_posts = count(&url_posts, url);
 	pthread_mutex_unlock(&state_lock);
+	if (!admitted)
+		return post_reply(c, 429, "rate limit exceeded", TEXT_CT);
 
 	if ((ms = marker(url, "slow", "ms")) > 0)
 		return pause_then(c, ms * 1000000, post_job_faults);
@@ -392,7 +382,6 @@ post_job_faults(Call *c)
 	long long	lim, id;
 	Job		   *j;
 	char	   *text, err[1024];
-	enum MHD_Result ret;
 
 	if (url == NULL)
 		url = "";
@@ -438,9 +427,7 @@ post_job_faults(Call *c)
 	pthread_mutex_unlock(&state_lock);
 
 	log_request(r, POST_ROUTE, id, 200);
-	ret = reply(c, 200, text, JSON_CT);
-	free(text);
-	return ret;
+	return reply_text(c, 200, text, NULL, NULL);
 }
 
 /* GET /oapi/v1/jobs/<id> and GET /oapi/v1/jobs */
@@ -466,7 +453,6 @@ get_job(Call *c, const char *sid)
 	long long	id;
 	char	   *end, *text = NULL;
 	int64_t		delay = 0;
-	enum MHD_Result ret;
 
 	pthread_mutex_lock(&state_lock);
 	stats.gets++;
@@ -505,9 +491,7 @@ get_job(Call *c, const char *sid)
 		c->r->pending = text;
 		return pause_then(c, delay, reply_pending);
 	}
-	ret = reply(c, 200, text, JSON_CT);
-	free(text);
-	return ret;
+	return reply_text(c, 200, text, NULL, NULL);
 }
 
 /* A query parameter as Dragonfly's form binding reads a number; NULL or the 422 message. */
@@ -547,7 +531,6 @@ list_jobs(Call *c)
 	json_object *out = json_object_new_array();
 	unsigned	code;
 	size_t		n = 0;
-	enum MHD_Result ret;
 
 	pthread_mutex_lock(&state_lock);
 	stats.gets++;
@@ -607,9 +590,7 @@ list_jobs(Call *c)
 		if (n >= sizeof(link))
 			n = sizeof(link) - 1;
 	}
-	ret = reply_header(c, 200, text, "Link", link);
-	free(text);
-	return ret;
+	return reply_text(c, 200, text, "Link", link);
 }
 
 /* For /_standin/ (caller holds state_lock) */

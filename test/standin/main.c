@@ -41,7 +41,8 @@ static const char help_text[] =
 "  --inactive-token TOKEN  bearer token answered 403 \"token is inactive\" (repeatable)\n"
 "  --basic USER:PASS       valid Basic credentials (repeatable)\n"
 "  --header NAME:VALUE     request header that authenticates (repeatable)\n"
-"  --log-file FILE         append one JSON line per POST /oapi/v1/jobs (format below)\n"
+"  --log-file FILE         append a JSON line per request that creates or changes\n"
+"                          something (format below)\n"
 "  --success-after SECONDS a job is final when polled this long after creation (default 0)\n"
 "  --delay SECONDS         pause before answering every API request (not /_standin/)\n"
 "  --clusters ID,ID        known scheduler cluster ids; a job naming another gets 429\n"
@@ -67,6 +68,8 @@ static const char help_text[] =
 "Without --token, --inactive-token, --basic or --header every request is let in.\n"
 "\n"
 "routes: GET /healthy, POST /oapi/v1/jobs, GET /oapi/v1/jobs/<id>,\n"
+"  GET /oapi/v1/jobs (Dragonfly's list: newest first; type, state, user_id, page,\n"
+"  per_page (default 10); Link header; scheduler_clusters null),\n"
 "  GET /oapi/v1/clusters/<id> (Dragonfly's cluster object; 404 {\"message\":\"record not\n"
 "  found\"} for an unknown id), PATCH /oapi/v1/clusters/<id> (scheduler_cluster_config\n"
 "  replaced as a whole, name, bio; a new job_rate_limit applies at once, where Dragonfly\n"
@@ -106,8 +109,10 @@ static const char help_text[] =
 "   \"status\":<HTTP status, 0 = dropped>,\"body\":<request body; a string if not JSON>,\n"
 "   \"auth_kind\":\"bearer|basic|custom|none\"[,\"chaos\":\"500|429|drop|slow\"]}\n"
 "\n"
-"control endpoints (no auth, not counted): GET /_standin/stats, GET /_standin/jobs,\n"
-"  GET /_standin/urls, POST /_standin/reset\n";
+"control endpoints (no auth, not counted): GET /_standin/stats ({\"posts\",\"gets\",\"jobs\",\n"
+"  \"healthy\",\"notifications\",\"by_status\":{\"<status>\":n}}), GET /_standin/jobs (id, url,\n"
+"  state, polls, posts_for_url of each job), GET /_standin/urls ({url: POSTs}),\n"
+"  POST /_standin/reset (forget jobs and counters; ids go on growing)\n";
 
 Options		opt = {.host = "127.0.0.1", .chaos_slow_ms = 2000};
 

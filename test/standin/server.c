@@ -71,6 +71,20 @@ json_text(json_object *o)
 	return s;
 }
 
+/* One more of key in *counts (a JSON object of numbers); the new count.  Under state_lock. */
+long long
+count(json_object **counts, const char *key)
+{
+	json_object *n;
+
+	if (*counts == NULL)
+		*counts = json_object_new_object();
+	if (!json_object_object_get_ex(*counts, key, &n))
+		json_object_object_add(*counts, key, n = json_object_new_int64(0));
+	json_object_set_int64(n, json_object_get_int64(n) + 1);
+	return json_object_get_int64(n);
+}
+
 /* Authentication */
 
 static bool
@@ -184,16 +198,10 @@ queue(Call *c, unsigned status, struct MHD_Response *resp)
 	if (!c->control)
 	{
 		char		key[8];
-		json_object *n;
 
 		snprintf(key, sizeof(key), "%u", status);
 		pthread_mutex_lock(&state_lock);
-		if (by_status == NULL)
-			by_status = json_object_new_object();
-		if (json_object_object_get_ex(by_status, key, &n))
-			json_object_set_int64(n, json_object_get_int64(n) + 1);
-		else
-			json_object_object_add(by_status, key, json_object_new_int64(1));
+		count(&by_status, key);
 		pthread_mutex_unlock(&state_lock);
 	}
 	if (opt.verbose)
@@ -201,42 +209,33 @@ queue(Call *c, unsigned status, struct MHD_Response *resp)
 	return ret;
 }
 
-static struct MHD_Response *
-response(const char *body, const char *ctype)
+/* An answer of body (copied), with one more header if name is not NULL */
+static enum MHD_Result
+answer(Call *c, unsigned status, const char *body, const char *ctype, const char *name, const char *value)
 {
-	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *) body,
-																MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *) body, MHD_RESPMEM_MUST_COPY);
 
 	if (resp == NULL)
 		abort();
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-	return resp;
+	if (name)
+		MHD_add_response_header(resp, name, value);
+	return queue(c, status, resp);
 }
 
 enum MHD_Result
 reply(Call *c, unsigned status, const char *body, const char *ctype)
 {
-	return queue(c, status, response(body, ctype));
+	return answer(c, status, body, ctype, NULL, NULL);
 }
 
-/* A JSON answer with one more header. */
+/* A JSON answer from malloc'd text, which it frees; with one more header if name is not NULL. */
 enum MHD_Result
-reply_header(Call *c, unsigned status, const char *body, const char *name, const char *value)
+reply_text(Call *c, unsigned status, char *text, const char *name, const char *value)
 {
-	struct MHD_Response *resp = response(body, JSON_CT);
+	enum MHD_Result ret = answer(c, status, text, JSON_CT, name, value);
 
-	MHD_add_response_header(resp, name, value);
-	return queue(c, status, resp);
-}
-
-/* Answers o and releases it; o must not be shared with the store. */
-enum MHD_Result
-reply_json(Call *c, unsigned status, json_object *o)
-{
-	enum MHD_Result ret = reply(c, status, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-																		  JSON_C_TO_STRING_NOSLASHESCAPE), JSON_CT);
-
-	json_object_put(o);
+	free(text);
 	return ret;
 }
 
@@ -245,33 +244,31 @@ enum MHD_Result
 reply_message(Call *c, unsigned status, const char *key, const char *msg)
 {
 	json_object *o = json_object_new_object();
+	char	   *text;
 
 	json_object_object_add(o, key, json_object_new_string(msg));
-	return reply_json(c, status, o);
+	text = json_text(o);
+	json_object_put(o);
+	return reply_text(c, status, text, NULL, NULL);
 }
 
 enum MHD_Result
 reply_redirect(Call *c, unsigned status, const char *location)
 {
 	char		body[256];
-	struct MHD_Response *resp;
 
-	snprintf(body, sizeof(body), "<a href=\"%s\">%s</a>.\n\n", location,
-			 status == 301 ? "Moved Permanently" : "Found");
-	resp = response(body, "text/html; charset=utf-8");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
-	return queue(c, status, resp);
+	snprintf(body, sizeof(body), "<a href=\"%s\">%s</a>.\n\n", location, status == 301 ? "Moved Permanently" : "Found");
+	return answer(c, status, body, "text/html; charset=utf-8", MHD_HTTP_HEADER_LOCATION, location);
 }
 
 /* The 200 answer prepared before a pause. */
 enum MHD_Result
 reply_pending(Call *c)
 {
-	enum MHD_Result ret = reply(c, 200, c->r->pending, JSON_CT);
+	char	   *text = c->r->pending;
 
-	free(c->r->pending);
 	c->r->pending = NULL;
-	return ret;
+	return reply_text(c, 200, text, NULL, NULL);
 }
 
 /* Pauses */
@@ -370,7 +367,6 @@ control(Call *c)
 	bool		get = strcmp(c->method, "GET") == 0;
 	json_object *o = NULL;
 	char	   *text = NULL;
-	enum MHD_Result ret;
 
 	c->control = true;
 	pthread_mutex_lock(&state_lock);
@@ -404,9 +400,7 @@ control(Call *c)
 		return reply_message(c, 404, "message", "unknown control endpoint");
 	if (strcmp(what, "reset") == 0)
 		malloc_trim(0);			/* hand the jobs' memory back between runs */
-	ret = reply(c, 200, text, JSON_CT);
-	free(text);
-	return ret;
+	return reply_text(c, 200, text, NULL, NULL);
 }
 
 /* Routing */
@@ -516,12 +510,7 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
 		return next(&c);
 	}
 	if (r->too_big)
-	{
-		struct MHD_Response *resp = response("{\"message\":\"request body too large\"}", JSON_CT);
-
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-		return queue(&c, 413, resp);
-	}
+		return answer(&c, 413, "{\"message\":\"request body too large\"}", JSON_CT, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (strncmp(url, "/_standin/", 10) == 0)
 		return control(&c);
 	if (opt.delay > 0)
