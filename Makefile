@@ -30,7 +30,7 @@ REGRESS_OPTS = --inputdir=test
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-cast-function-type -DP2P_PREHEAT_VERSION=\"$(EXT_VERSION)\"
-SHLIB_LINK = -lcurl -lcrypto
+SHLIB_LINK = -lcurl -lcrypto -Wl,--version-script=$(srcdir)/exports.map
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

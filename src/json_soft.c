@@ -229,11 +229,3 @@ jbv_get(JsonbValue *obj, const char *key)
 	}
 	return NULL;
 }
-
-char *
-jbv_to_cstring(JsonbValue *v)
-{
-	Jsonb	   *j = JsonbValueToJsonb(v);
-
-	return JsonbToCString(NULL, &j->root, VARSIZE(j));
-}

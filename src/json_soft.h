@@ -28,7 +28,5 @@ extern int	json_depth(const char *s, int len);
 /* Member of an in-memory object, or NULL. */
 extern JsonbValue *jbv_get(JsonbValue *obj, const char *key);
 
-/* JSON text of an in-memory value. */
-extern char *jbv_to_cstring(JsonbValue *v);
 
 #endif

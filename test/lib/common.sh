@@ -22,7 +22,7 @@ need_packages() {
 
 ensure_deps() {
 	need_packages build-essential make gcc "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
-		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" libcurl4-openssl-dev libssl-dev \
+		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" "postgresql-$PG_MAJOR-plpgsql-check" libcurl4-openssl-dev libssl-dev \
 		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates openssl python3-jwt python3-cryptography
 	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 	PG_BIN=$("$PG_CONFIG" --bindir)
