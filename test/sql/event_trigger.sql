@@ -37,6 +37,15 @@ CREATE TEMP TABLE p2p_preheat_policy (id int);
 SELECT count(*) AS attached FROM pg_trigger WHERE tgname = 'p2p_preheat_extra_attrs';
 DROP TABLE pg_temp.p2p_preheat_policy;
 
+-- one Harbor per database: a policy table in another schema is not attached
+-- automatically, and attaching it by hand is refused with the reason
+CREATE SCHEMA elsewhere;
+CREATE TABLE elsewhere.p2p_preheat_policy (id int, name text, provider_id int);
+SELECT count(*) AS attached FROM pg_trigger WHERE tgname = 'p2p_preheat_extra_attrs';
+SELECT p2p_preheat.attach('elsewhere.p2p_preheat_policy');
+SELECT schema_name, owner FROM p2p_preheat.harbor;
+DROP SCHEMA elsewhere CASCADE;
+
 -- DROP EXTENSION leaves Harbor's table, column and data
 DROP EXTENSION p2p_preheat;
 SELECT name, extra_attrs FROM p2p_preheat_policy;

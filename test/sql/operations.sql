@@ -79,6 +79,14 @@ SELECT count(*) AS jobs_after, (SELECT count(*) FROM p2p_preheat.execution) AS e
 -- pg_dump keeps the history
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'p2p_preheat';
 
+-- a library and SQL objects of different versions: nothing is dispatched
+RESET ROLE;
+BEGIN;
+UPDATE pg_extension SET extversion = '0.9' WHERE extname = 'p2p_preheat';
+SELECT * FROM p2p_preheat.preheat_dispatch();
+ROLLBACK;
+SELECT * FROM p2p_preheat.preheat_dispatch(0);
+
 RESET ROLE;
 \c contrib_regression
 DROP DATABASE harbor_ops;
