@@ -75,3 +75,6 @@ with=$(push_ms policies)
 awk -v b="$base" -v w="$with" -v np="$policies" 'BEGIN {
 	printf "tag INSERT median: %.4f ms without the push trigger, %.4f ms with it and %d event-based policies: added %.4f ms (target <= 0.2 ms)\n", b, w, np, w - b
 }'
+# every push above must have been evaluated, not cut short by an error
+errors=$(psql -qXAt -d postgres -c 'SELECT count(*) FROM p2p_preheat.event_error')
+[ "$errors" = 0 ] || { echo "push errors recorded: $errors (the figure above is not valid)" >&2; exit 1; }
