@@ -16,8 +16,8 @@ need_packages() {
 		return 1
 	fi
 	echo "installing: ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt-get update -qq -o DPkg::Lock::Timeout=600
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 ensure_deps() {
@@ -110,3 +110,6 @@ build_standin() {
 	STANDIN="$REPO/test/standin/dragonfly_standin"
 	export STANDIN
 }
+
+# PostgreSQL 18 built from source, cached per machine (ensure_pg18).
+source "$REPO/test/lib/pg18.sh"
