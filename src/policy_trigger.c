@@ -23,6 +23,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "extra_attrs.h"
 
 PG_FUNCTION_INFO_V1(p2p_preheat_policy_trigger);
@@ -49,7 +50,7 @@ static const char *
 lookup_vendor(Relation rel, int32 provider_id)
 {
 	Oid			nsp = RelationGetNamespace(rel);
-	LocalTransactionId lxid = MyProc->lxid;
+	LocalTransactionId lxid = P2P_MY_LXID;
 	CommandId	cid = GetCurrentCommandId(false);
 	char	   *vendor = NULL;
 	Datum		arg = Int32GetDatum(provider_id);
