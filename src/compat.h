@@ -11,6 +11,7 @@
 #include "mb/pg_wchar.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #if PG_VERSION_NUM >= 160000
 #include "varatt.h"				/* 16 moved VARDATA_ANY and friends here */
@@ -80,5 +81,18 @@ p2p_process_wait_event_set(int nevents)
 	return CreateWaitEventSet(TopMemoryContext, nevents);
 #endif
 }
+
+/*
+ * A GUC check hook's *extra: the server frees it with free() up to 15 and
+ * with guc_free() (a palloc chunk) from 16 on, so it must come from the
+ * matching allocator.
+ */
+#if PG_VERSION_NUM >= 160000
+#define p2p_guc_malloc(size) guc_malloc(LOG, (size))
+#define p2p_guc_free(ptr) guc_free(ptr)
+#else
+#define p2p_guc_malloc(size) malloc(size)
+#define p2p_guc_free(ptr) free(ptr)
+#endif
 
 #endif							/* P2P_PREHEAT_COMPAT_H */
