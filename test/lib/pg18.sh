@@ -34,11 +34,21 @@ _pg18_debian_source() {
 	mkdir -p "$dir/state/lists/partial" "$dir/cache/archives/partial"
 	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri sid main" >"$dir/sources.list"
 	local opts=(-o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts=-
-		-o Dir::State="$dir/state" -o Dir::Cache="$dir/cache" -o APT::Get::List-Cleanup=0)
+		-o Dir::State="$dir/state" -o Dir::Cache="$dir/cache" -o APT::Get::List-Cleanup=0
+		-o APT::Sandbox::User=root)
 	echo "fetching postgresql-18 source from Debian (suite sid)..." >&2
 	apt-get "${opts[@]}" update -qq >&2 || return 1
 	(cd "$dir" && apt-get "${opts[@]}" source --download-only -qq postgresql-18 >&2) || return 1
-	ls "$dir"/postgresql-18_*.orig.tar.* 2>/dev/null | head -1
+	local got
+	got=$(ls "$dir"/postgresql-18_*.orig.tar.* 2>/dev/null | head -1)
+	case $got in
+	*"_$PG18_VERSION.orig.tar."*) echo "$got" ;;
+	"") return 1 ;;
+	*)
+		echo "Debian's source package is ${got##*/}, not $PG18_VERSION: set PG18_VERSION to build it" >&2
+		return 1
+		;;
+	esac
 }
 
 _pg18_fail() {
