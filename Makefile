@@ -35,8 +35,9 @@ DATA = $(wildcard sql/p2p_preheat--*.sql)
 #   FUZZ_DOCS          documents 005_fuzz.pl checks (default 100000)
 #   P2P_OLD_BINDIR     PostgreSQL 15's bindir for 006_pg_upgrade.pl
 #                      (default /usr/lib/postgresql/15/bin)
-# "setup", the first pg_regress test, applies the settings only a server
-# configuration can hold (secret files, stand-in address) with ALTER SYSTEM.
+# "setup", the first pg_regress test, stores in the server what only its
+# configuration can hold (secret files, stand-in address): ALTER SYSTEM and
+# ALTER ROLE.
 REGRESS = setup validate migrate event_trigger dispatch policy events operations upgrade
 REGRESS_OPTS = --inputdir=test
 ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
