@@ -25,6 +25,7 @@ case " $PG_MAJORS " in
 *" 18 "*) use_pg_major 15 && build_and_install ;;
 esac
 
+rm -f "$REPO"/test/results/regression-*.diffs
 passed=0
 failed=0
 failures=()
@@ -61,14 +62,15 @@ count_tap() {
 	[ "$ok" -eq "$total" ] || failures+=("TAP ($PG_MAJOR)")
 }
 
-# Show and keep what a failed pg_regress or isolation run left behind.
+# Show and keep what a failed pg_regress or isolation run left behind (in
+# test/results/, which the next major's "make clean" leaves alone).
 keep_diffs() {
 	local dir=$1 name=$2
 	[ -f "$dir/regression.diffs" ] || return 0
 	head -300 "$dir/regression.diffs"
-	mkdir -p "$REPO/results"
-	cp "$dir/regression.diffs" "$REPO/results/regression-$name.diffs"
-	echo "(kept as results/regression-$name.diffs)"
+	mkdir -p "$REPO/test/results"
+	cp "$dir/regression.diffs" "$REPO/test/results/regression-$name.diffs"
+	echo "(kept as test/results/regression-$name.diffs)"
 }
 
 for major in $PG_MAJORS; do
