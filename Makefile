@@ -25,8 +25,34 @@ OBJS = \
 DATA_built = p2p_preheat--$(EXT_VERSION).sql
 DATA = $(filter-out sql/[0-9]%,$(wildcard sql/p2p_preheat--*.sql))
 
-REGRESS = validate migrate event_trigger dispatch doublestar policy events operations
+# Tests, PGXS's way, against a running server (PGHOST, PGPORT, PGUSER) of the
+# PostgreSQL that PG_CONFIG names, with the Dragonfly stand-in up:
+#   make installcheck          pg_regress (test/sql, test/expected), then the
+#                              isolation specs (test/isolation), then TAP
+#   make prove_installcheck    the TAP tests alone (test/t; each starts its own
+#                              clusters with PostgreSQL::Test::Cluster)
+# test/run_all.sh does all of it on each supported major.  The tests read
+# these environment variables:
+#   DRAGONFLY_PORT     the stand-in's loopback port (required)
+#   DRAGONFLY_LOG      the stand-in's request log (required)
+#   P2P_TEST_FIXTURES  test/fixtures as the server sees it (default: this tree's)
+#   HARBOR_FIXTURE     Harbor's tables for TAP tests (default: this tree's)
+#   FUZZ_GENERATOR     document generator of 005_fuzz.pl (default: this tree's)
+#   FUZZ_DOCS          documents 005_fuzz.pl checks (default 100000)
+#   P2P_OLD_BINDIR     PostgreSQL 15's bindir for 006_pg_upgrade.pl
+#                      (default /usr/lib/postgresql/15/bin)
+# "setup", the first pg_regress test, stores in the server what only its
+# configuration can hold (secret files, stand-in address): ALTER SYSTEM and
+# ALTER ROLE.
+REGRESS = setup validate migrate event_trigger dispatch doublestar policy events operations
 REGRESS_OPTS = --inputdir=test
+ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation
+TAP_TESTS = 1
+PROVE_TESTS = $(wildcard test/t/*.pl)
+export P2P_TEST_FIXTURES ?= $(abspath test/fixtures)
+export HARBOR_FIXTURE ?= $(abspath test/fixtures/harbor.sql)
+export FUZZ_GENERATOR ?= $(abspath test/fuzz/gen_extra_attrs.py)
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-cast-function-type -DP2P_PREHEAT_VERSION=\"$(EXT_VERSION)\"
@@ -39,10 +65,13 @@ include $(PGXS)
 p2p_preheat--$(EXT_VERSION).sql: $(sort $(wildcard sql/[0-9]*.sql))
 	cat $^ > $@
 
-# Lets test/run_all.sh run the same list without parsing this file.
-print-regress:
-	@echo $(REGRESS)
-.PHONY: print-regress
+# prove prints each file's time; Makefile.global empties PROVE_FLAGS, so
+# this comes after it (make PROVE_FLAGS=... still overrides).
+PROVE_FLAGS = --timer
+
+prove_installcheck:
+	$(prove_installcheck)
+.PHONY: prove_installcheck
 
 # PGXS does not track headers: rebuild every object when any header changes.
 $(OBJS): $(wildcard src/*.h)

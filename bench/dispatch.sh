@@ -3,6 +3,7 @@
 # (C, libmicrohttpd) on loopback, beside the stand-in's own ceiling measured
 # in the same run by a plain libcurl-multi client (test/standin/loadgen).
 # Usage: bench/dispatch.sh [jobs] [batch] [max_in_flight] [final_rows]
+#        PG_MAJOR=18 bench/dispatch.sh ...   on PostgreSQL 18 (default 15; built once if missing)
 # final_rows: finished jobs already in the table (history), to show that a
 # long history does not slow dispatch.
 set -euo pipefail
@@ -14,6 +15,7 @@ final_rows=${4:-0}
 
 ensure_deps
 build_and_install
+echo "on $("$PG_CONFIG" --version)"
 build_standin
 dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT

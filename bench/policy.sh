@@ -3,6 +3,7 @@
 # tags with repository and tag filters, and the added cost of a tag INSERT
 # (a push) with 100 event-based policies in the project.
 # Usage: bench/policy.sh [artifacts] [policies]
+#        PG_MAJOR=18 bench/policy.sh ...   on PostgreSQL 18 (default 15; built once if missing)
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 artifacts=${1:-100000}
@@ -10,6 +11,7 @@ policies=${2:-100}
 
 ensure_deps
 build_and_install
+echo "on $("$PG_CONFIG" --version)"
 dir=$(make_workdir)
 trap 'stop_cluster "$dir"; rm -rf "$dir"' EXIT
 start_cluster "$dir" "shared_buffers = 512MB" "max_wal_size = 8GB" "synchronous_commit = off"

@@ -3,6 +3,7 @@
 # with no trigger, with the C trigger, and with the same rules in PL/pgSQL,
 # all in one run on one throwaway cluster.  Prints times and ratios.
 # Usage: bench/trigger.sh [rows] [repetitions]
+#        PG_MAJOR=18 bench/trigger.sh ...   on PostgreSQL 18 (default 15; built once if missing)
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 rows=${1:-100000}
@@ -10,6 +11,7 @@ reps=${2:-5}
 
 ensure_deps
 build_and_install
+echo "on $("$PG_CONFIG" --version)"
 dir=$(make_workdir)
 trap 'stop_cluster "$dir"; rm -rf "$dir"' EXIT
 start_cluster "$dir" "shared_buffers = 256MB" "max_wal_size = 4GB" "checkpoint_timeout = 30min"

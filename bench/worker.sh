@@ -3,6 +3,7 @@
 # receiving its POST (1,000 single-job transactions: p50, p99), the worker's
 # idle CPU, and its RSS before and after N jobs (default 1,000,000).
 # Usage: bench/worker.sh [latency_txns] [rss_jobs]
+#        PG_MAJOR=18 bench/worker.sh ...   on PostgreSQL 18 (default 15; built once if missing)
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 txns=${1:-1000}
@@ -10,6 +11,7 @@ rss_jobs=${2:-1000000}
 
 ensure_deps
 build_and_install
+echo "on $("$PG_CONFIG" --version)"
 build_standin
 dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT

@@ -34,6 +34,7 @@
 #include "utils/typcache.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "dispatch.h"
 #include "dragonfly.h"
 #include "extra_attrs.h"
@@ -94,7 +95,7 @@ dispatch_check_poll_schedule(char **newval, void **extra, GucSource source)
 	PollSchedule *ps;
 	char	   *p = *newval;
 
-	ps = malloc(sizeof(PollSchedule));
+	ps = p2p_guc_malloc(sizeof(PollSchedule));
 	if (ps == NULL)
 		return false;
 	ps->n = 0;
@@ -114,7 +115,7 @@ dispatch_check_poll_schedule(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("p2p_preheat.poll_schedule is a list of up to %d whole "
 								"numbers of seconds from 1 to 86400, such as '31,91,211,451,300'.",
 								MAX_SCHEDULE);
-			free(ps);
+			p2p_guc_free(ps);
 			return false;
 		}
 		ps->secs[ps->n++] = (int) v;
@@ -123,7 +124,7 @@ dispatch_check_poll_schedule(char **newval, void **extra, GucSource source)
 	if (ps->n == 0)
 	{
 		GUC_check_errdetail("p2p_preheat.poll_schedule needs at least one number of seconds.");
-		free(ps);
+		p2p_guc_free(ps);
 		return false;
 	}
 	*extra = ps;

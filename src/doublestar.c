@@ -29,6 +29,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
+
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_regex);
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_match);
 

@@ -14,6 +14,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 
+#include "compat.h"
 #include "dragonfly.h"
 #include "json_soft.h"
 
@@ -250,34 +251,38 @@ typedef struct JobScan
 	bool		is_object;
 } JobScan;
 
-static void
+static P2P_JSON_CB
 scan_object_start(void *s)
 {
 	JobScan    *js = s;
 
 	if (js->depth++ == 0)
 		js->is_object = true;
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 scan_object_end(void *s)
 {
 	((JobScan *) s)->depth--;
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 scan_array_start(void *s)
 {
 	((JobScan *) s)->depth++;
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 scan_array_end(void *s)
 {
 	((JobScan *) s)->depth--;
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 scan_field_start(void *s, char *fname, bool isnull)
 {
 	JobScan    *js = s;
@@ -285,15 +290,16 @@ scan_field_start(void *s, char *fname, bool isnull)
 	js->field = NULL;
 	if (js->depth == 1 && (strcmp(fname, "id") == 0 || strcmp(fname, "state") == 0))
 		js->field = strcmp(fname, "id") == 0 ? "id" : "state";
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 scan_scalar(void *s, char *token, JsonTokenType type)
 {
 	JobScan    *js = s;
 
 	if (js->depth != 1 || js->field == NULL)
-		return;
+		P2P_JSON_CONTINUE;
 	if (js->field[0] == 'i' && type == JSON_TOKEN_NUMBER)
 	{
 		char	   *end;
@@ -306,6 +312,7 @@ scan_scalar(void *s, char *token, JsonTokenType type)
 	else if (js->field[0] == 's' && type == JSON_TOKEN_STRING)
 		js->state = token;
 	js->field = NULL;
+	P2P_JSON_CONTINUE;
 }
 
 static bool
@@ -317,8 +324,7 @@ scan_job(const HttpRequest *req, int64 *id, char **state)
 
 	if (req->response == NULL)
 		return false;
-	lex = makeJsonLexContextCstringLen(req->response, req->response_len,
-									   GetDatabaseEncoding(), true);
+	lex = p2p_json_lexer(req->response, req->response_len, true);
 	sem.semstate = &js;
 	sem.object_start = scan_object_start;
 	sem.object_end = scan_object_end;

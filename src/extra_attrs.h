@@ -12,6 +12,8 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
+#include "compat.h"
+
 /* One broken rule: where it is, and what is wrong with it. */
 typedef struct EaProblem
 {
@@ -38,8 +40,7 @@ extern List *ea_check(const char *vendor, const char *json, int len,
 					  bool stop_at_first, Jsonb **normalized);
 
 /* Raise problem p as an ERROR; who describes the policy or is NULL. */
-extern void ea_report(const EaProblem *p, int nproblems, const char *who)
-			pg_attribute_noreturn();
+pg_noreturn extern void ea_report(const EaProblem *p, int nproblems, const char *who);
 
 /* Convert a Go-style duration ("1h30m", "250ms") to nanoseconds. */
 extern bool ea_parse_duration(const char *s, int64 *ns);

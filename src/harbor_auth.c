@@ -16,6 +16,7 @@
 #include "storage/fd.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
 #include "harbor_auth.h"
 #include "json_soft.h"
 
@@ -96,7 +97,7 @@ decrypt_enc_v1(const char *data, const char **error)
 	}
 
 	raw = palloc(pg_b64_dec_len(b64len) + 1);
-	rawlen = pg_b64_decode(b64, b64len, (char *) raw, pg_b64_dec_len(b64len));
+	rawlen = pg_b64_decode(b64, b64len, (P2P_B64_BYTES *) raw, pg_b64_dec_len(b64len));
 	if (rawlen <= 16)
 	{
 		secret_free(key);
@@ -190,7 +191,7 @@ instance_auth_header(const char *auth_mode, const char *auth_data,
 			int			plen = strlen(pair);
 			int			elen = pg_b64_enc_len(plen);
 			char	   *enc = palloc(elen + 1);
-			int			n = pg_b64_encode(pair, plen, enc, elen);
+			int			n = pg_b64_encode((P2P_B64_BYTES *) pair, plen, enc, elen);
 
 			enc[Max(n, 0)] = '\0';
 			header = psprintf("Authorization: Basic %s", enc);

@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "http.h"
 
 #define MAX_RESPONSE_BYTES (4 * 1024 * 1024)
@@ -197,7 +198,7 @@ engine_init(void)
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) http_max_in_flight);
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = p2p_process_wait_event_set(3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, epfd, NULL, NULL);

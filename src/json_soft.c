@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 
+#include "compat.h"
 #include "json_soft.h"
 
 #define MAX_NUMBER_CHARS 1000	/* numeric_in gives up near here */
@@ -61,64 +62,69 @@ typedef struct EaBuild
 	char	   *bad_number;
 } EaBuild;
 
-static void
+static P2P_JSON_CB
 b_object_start(void *state)
 {
 	EaBuild    *b = state;
 
 	if (!b->number_out_of_range)
 		pushJsonbValue(&b->ps, WJB_BEGIN_OBJECT, NULL);
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 b_object_end(void *state)
 {
 	EaBuild    *b = state;
 
 	if (!b->number_out_of_range)
 		b->root = pushJsonbValue(&b->ps, WJB_END_OBJECT, NULL);
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 b_array_start(void *state)
 {
 	EaBuild    *b = state;
 
 	if (!b->number_out_of_range)
 		pushJsonbValue(&b->ps, WJB_BEGIN_ARRAY, NULL);
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 b_array_end(void *state)
 {
 	EaBuild    *b = state;
 
 	if (!b->number_out_of_range)
 		b->root = pushJsonbValue(&b->ps, WJB_END_ARRAY, NULL);
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 b_field_start(void *state, char *fname, bool isnull)
 {
 	EaBuild    *b = state;
 	JsonbValue	k;
 
 	if (b->number_out_of_range)
-		return;
+		P2P_JSON_CONTINUE;
 	k.type = jbvString;
 	k.val.string.val = fname;
 	k.val.string.len = strlen(fname);
 	pushJsonbValue(&b->ps, WJB_KEY, &k);
+	P2P_JSON_CONTINUE;
 }
 
-static void
+static P2P_JSON_CB
 b_scalar(void *state, char *token, JsonTokenType type)
 {
 	EaBuild    *b = state;
 	JsonbValue	v;
 
 	if (b->number_out_of_range)
-		return;
+		P2P_JSON_CONTINUE;
 	switch (type)
 	{
 		case JSON_TOKEN_STRING:
@@ -135,7 +141,7 @@ b_scalar(void *state, char *token, JsonTokenType type)
 				{
 					b->number_out_of_range = true;
 					b->bad_number = pnstrdup(token, Min(strlen(token), SHOWN_NUMBER_CHARS));
-					return;
+					P2P_JSON_CONTINUE;
 				}
 				v.type = jbvNumeric;
 				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
@@ -167,6 +173,7 @@ b_scalar(void *state, char *token, JsonTokenType type)
 	}
 	else
 		pushJsonbValue(&b->ps, b->ps->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+	P2P_JSON_CONTINUE;
 }
 
 JsonbValue *
@@ -186,8 +193,7 @@ json_parse_soft(const char *json, int len, int max_depth, JsonSoftError *err)
 								depth, max_depth);
 		return NULL;
 	}
-	lex = makeJsonLexContextCstringLen(pnstrdup(json, len), len,
-									   GetDatabaseEncoding(), true);
+	lex = p2p_json_lexer(pnstrdup(json, len), len, true);
 	sem.semstate = &b;
 	sem.object_start = b_object_start;
 	sem.object_end = b_object_end;

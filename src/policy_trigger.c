@@ -26,6 +26,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "extra_attrs.h"
 #include "harbor.h"
 
@@ -50,7 +51,7 @@ static MemoryContext vcache_cxt = NULL;
 static const char *
 lookup_vendor(int32 provider_id)
 {
-	LocalTransactionId lxid = MyProc->lxid;
+	LocalTransactionId lxid = P2P_MY_LXID;
 	CommandId	cid = GetCurrentCommandId(false);
 	char	   *vendor;
 

@@ -435,7 +435,8 @@ check_database_then_exit(void)
 	proc_exit(1);
 }
 
-void		p2p_preheat_worker_main(Datum arg);
+/* the postmaster looks it up by name: exported (16+ hide the rest) */
+PGDLLEXPORT void p2p_preheat_worker_main(Datum arg);
 
 void
 p2p_preheat_worker_main(Datum arg)

@@ -16,21 +16,49 @@ need_packages() {
 		return 1
 	fi
 	echo "installing: ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt-get update -qq -o DPkg::Lock::Timeout=600
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Debian's PostgreSQL 15 is always installed: it is the system copy, the old
+# side of the upgrade test, and its tools build the others.  PG_MAJOR (15 or
+# 18) picks the server the caller uses; PG_CONFIG, when set, overrides it.
 ensure_deps() {
-	need_packages build-essential make gcc "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
-		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" "postgresql-$PG_MAJOR-plpgsql-check" libcurl4-openssl-dev libssl-dev \
-		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates openssl python3-jwt python3-cryptography
-	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+	need_packages build-essential make gcc postgresql-15 postgresql-server-dev-15 \
+		"postgresql-contrib" postgresql-15-cron postgresql-15-plpgsql-check libcurl4-openssl-dev libssl-dev \
+		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates \
+		openssl python3-jwt python3-cryptography
+	if [ -n "${PG_CONFIG:-}" ]; then
+		use_pg_config "$PG_CONFIG"
+	else
+		use_pg_major "$PG_MAJOR"
+	fi
+}
+
+# use_pg_major N: PostgreSQL N for what follows; 18 is built (once) if missing.
+use_pg_major() {
+	case $1 in
+	15) use_pg_config /usr/lib/postgresql/15/bin/pg_config ;;
+	18) ensure_pg18 && use_pg_config "$PG18_PREFIX/bin/pg_config" ;;
+	*)
+		echo "PostgreSQL $1 is not supported here (15 or 18)" >&2
+		return 1
+		;;
+	esac
+}
+
+use_pg_config() {
+	PG_CONFIG=$1
 	PG_BIN=$("$PG_CONFIG" --bindir)
 	PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")
-	export PG_CONFIG PG_BIN PGXS_DIR
+	PG_MAJOR=$("$PG_CONFIG" --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
+	PATH="$PG_BIN:$PATH"    # psql and friends of the same major
+	export PG_CONFIG PG_BIN PGXS_DIR PG_MAJOR PATH
 }
 
+# Objects built for another major must not be linked into this one: clean first.
 build_and_install() {
+	make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
 	make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" >/dev/null
 	make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
@@ -110,3 +138,6 @@ build_standin() {
 	STANDIN="$REPO/test/standin/dragonfly_standin"
 	export STANDIN
 }
+
+# PostgreSQL 18 built from source, cached per machine (ensure_pg18).
+source "$REPO/test/lib/pg18.sh"

@@ -16,7 +16,11 @@ SELECT pg_relation_filenode('p2p_preheat_policy') AS filenode_before \gset
 
 -- a DBA's lock_timeout is respected, and a timeout leaves nothing behind
 CREATE EXTENSION dblink;
-SELECT dblink_connect('harbor', 'dbname=harbor_211');
+-- (dblink connects from the server: to itself, by its own socket and port)
+SELECT format('dbname=harbor_211 host=%s port=%s',
+			  split_part(current_setting('unix_socket_directories'), ',', 1),
+			  current_setting('port')) AS harbor_conn \gset
+SELECT dblink_connect('harbor', :'harbor_conn');
 SELECT dblink_exec('harbor', 'BEGIN');
 SELECT dblink_exec('harbor', 'LOCK p2p_preheat_policy IN ACCESS SHARE MODE');
 SET lock_timeout = '100ms';
