@@ -19,7 +19,7 @@ OBJS = \
 # every other file in sql/ is a pg_regress test.
 DATA = $(wildcard sql/p2p_preheat--*.sql)
 
-REGRESS = validate migrate event_trigger dispatch policy events operations upgrade
+REGRESS = validate migrate event_trigger dispatch policy events operations upgrade hostile
 REGRESS_OPTS = --inputdir=test
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
