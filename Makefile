@@ -13,7 +13,8 @@ OBJS = \
 	src/dispatch.o \
 	src/queue_sql.o \
 	src/worker.o \
-	src/doublestar.o
+	src/doublestar.o \
+	src/oci_names.o
 
 # Install and upgrade scripts live in sql/ and start with "p2p_preheat--";
 # every other file in sql/ is a pg_regress test.

@@ -14,8 +14,10 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 
+#include "dispatch.h"
 #include "dragonfly.h"
 #include "json_soft.h"
+#include "oci_names.h"
 
 #define SHOWN_ANSWER 300		/* bytes of an unexpected answer kept */
 
@@ -55,11 +57,23 @@ append_jsonb_value(StringInfo buf, JsonbValue *v)
 	}
 }
 
+static bool
+key_is(JsonbValue *k, const char *name)
+{
+	return k->val.string.len == strlen(name) &&
+		memcmp(k->val.string.val, name, k->val.string.len) == 0;
+}
+
 /*
  * {"type": "preheat", "scheduler_cluster_ids": [..],
  *  "args": {"type": "image", "url": .., <attrs>, "headers": {..},
  *           "username": .., "password": ..}}
  * attrs is the policy's extra_attrs as validate_extra_attrs() returned it.
+ * Each key is written once: Dragonfly (Go) keeps the last of duplicates, so
+ * an attrs key named like one we set would otherwise override ours.
+ *
+ * The robot account goes only to the registry: only when the manifest URL
+ * has the scheme, host and port of p2p_preheat.registry_url.
  */
 char *
 df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
@@ -71,6 +85,10 @@ df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
 				v;
 	JsonbIteratorToken r;
 	JsonbValue	clusters;
+	bool		send_headers = headers_json && headers_json[0];
+	bool		send_robot = username && password &&
+		dispatch_registry_url && dispatch_registry_url[0] &&
+		p2p_url_same_origin(url, dispatch_registry_url);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\":\"preheat\"");
@@ -90,19 +108,21 @@ df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
 		if (r != WJB_KEY)
 			continue;
 		r = JsonbIteratorNext(&it, &v, true);
-		if (k.val.string.len == 11 && memcmp(k.val.string.val, "cluster_ids", 11) == 0)
+		if (key_is(&k, "cluster_ids") || key_is(&k, "url") || key_is(&k, "type") ||
+			(send_headers && key_is(&k, "headers")) ||
+			(send_robot && (key_is(&k, "username") || key_is(&k, "password"))))
 			continue;
 		appendStringInfoChar(&buf, ',');
 		escape_json(&buf, pnstrdup(k.val.string.val, k.val.string.len));
 		appendStringInfoChar(&buf, ':');
 		append_jsonb_value(&buf, &v);
 	}
-	if (headers_json && headers_json[0])
+	if (send_headers)
 	{
 		appendStringInfoString(&buf, ",\"headers\":");
 		appendStringInfoString(&buf, headers_json);
 	}
-	if (username && password)
+	if (send_robot)
 	{
 		appendStringInfoString(&buf, ",\"username\":");
 		escape_json(&buf, username);

@@ -46,7 +46,8 @@ _PG_init(void)
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("p2p_preheat.registry_credentials_file",
 							   "File holding {\"username\": ..., \"password\": ...} of a registry robot account.",
-							   "Read by the server; sent to Dragonfly as args.username and args.password.",
+							   "Read by the server; sent to Dragonfly as args.username and args.password, "
+							   "only for manifest URLs with the scheme, host and port of p2p_preheat.registry_url.",
 							   &registry_credentials_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("p2p_preheat.secret_key_file",
