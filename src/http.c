@@ -64,6 +64,13 @@ typedef struct HeldAnswers
 static Size held_bytes = 0;
 static HeldAnswers *held_list = NULL;
 
+/* http_debug lines waiting to be logged (malloc'd) */
+#define MAX_TRACE (256 * 1024)
+static char *trace = NULL;
+static size_t trace_len = 0;
+static size_t trace_cap = 0;
+static bool trace_dropped = false;
+
 static CURLM *multi = NULL;
 static int	epfd = -1;
 static WaitEventSet *wes = NULL;
@@ -270,14 +277,14 @@ value_shown(const char *line, const char *colon)
  * are shown only for the harmless headers above: a credential can travel
  * under any name (CUSTOM auth picks its own), and an answer can echo one
  * back under any name.  Bodies are never traced: they carry registry
- * tokens and passwords.
+ * tokens and passwords.  This runs inside libcurl, so lines are collected
+ * in a malloc'd buffer and logged by flush_trace() after libcurl returns.
  */
 static int
 on_debug(CURL *handle, curl_infotype type, char *data, size_t size, void *userp)
 {
 	const char *dir;
-	char	   *line;
-	char	   *colon;
+	size_t		start = 0;
 
 	switch (type)
 	{
@@ -293,17 +300,69 @@ on_debug(CURL *handle, curl_infotype type, char *data, size_t size, void *userp)
 		default:
 			return 0;
 	}
-	line = pnstrdup(data, size);
-	for (char *l = strtok(line, "\r\n"); l; l = strtok(NULL, "\r\n"))
+	while (start < size)
 	{
-		colon = strchr(l, ':');
-		if (type != CURLINFO_TEXT && colon && !value_shown(l, colon))
-			colon[1] = '\0';	/* keep the name, drop the value */
-		elog(LOG, "p2p_preheat http %s %s%s", dir, l,
-			 (colon && colon[1] == '\0') ? " [redacted]" : "");
+		size_t		end = start;
+		size_t		len;
+		size_t		need;
+		char	   *line;
+		char	   *colon;
+
+		while (end < size && data[end] != '\r' && data[end] != '\n')
+			end++;
+		len = end - start;
+		need = trace_len + len + strlen(dir) + sizeof(" [redacted]") + 2;
+		if (len > 0 && need <= MAX_TRACE)
+		{
+			if (need > trace_cap)
+			{
+				size_t		cap = Min(Max(need, trace_cap * 2), MAX_TRACE);
+				char	   *nbuf = realloc(trace, cap);
+
+				if (nbuf == NULL)
+					return 0;
+				trace = nbuf;
+				trace_cap = cap;
+			}
+			line = trace + trace_len;
+			trace_len += sprintf(line, "%s ", dir);
+			memcpy(trace + trace_len, data + start, len);
+			trace[trace_len + len] = '\0';
+			colon = memchr(trace + trace_len, ':', len);
+			if (type != CURLINFO_TEXT && colon && !value_shown(trace + trace_len, colon))
+				trace_len = (colon + 1 - trace) + sprintf(colon + 1, " [redacted]");
+			else
+				trace_len += len;
+			trace[trace_len++] = '\n';
+			trace[trace_len] = '\0';
+		}
+		else if (len > 0)
+			trace_dropped = true;
+		start = end + 1;
 	}
-	pfree(line);
 	return 0;
+}
+
+/* The trace collected during libcurl's calls, logged once they returned. */
+static void
+flush_trace(void)
+{
+	char	   *line;
+	char	   *nl;
+
+	if (trace_len == 0 && !trace_dropped)
+		return;
+	for (line = trace; line && line < trace + trace_len; line = nl + 1)
+	{
+		nl = strchr(line, '\n');
+		*nl = '\0';
+		elog(LOG, "p2p_preheat http %s", line);
+	}
+	if (trace_dropped)
+		elog(LOG, "p2p_preheat http: trace lines dropped (over %d bytes between two waits)",
+			 MAX_TRACE);
+	trace_len = 0;
+	trace_dropped = false;
 }
 
 static size_t
@@ -583,6 +642,7 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 		timer_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	flush_trace();
 	CHECK_FOR_INTERRUPTS();
 	return collect(done, max);
 }
@@ -605,6 +665,8 @@ http_in_flight(void)
 void
 http_abort_all(void)
 {
+	trace_len = 0;				/* nothing may be logged from here: we may be in PG_CATCH */
+	trace_dropped = false;
 	while (in_flight_list)
 		release_request(in_flight_list);
 	/* finished transfers not yet collected belong to the same requests */
