@@ -67,6 +67,18 @@ CREATE TABLE p2p_preheat.job_secret (
 	headers jsonb NOT NULL
 );
 
+-- What callers may name: OCI distribution names, and manifest URLs without
+-- user information.  Refusals are 22023 with the rule, the value and a hint.
+CREATE FUNCTION p2p_preheat._check_image_name(repository text, reference text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'p2p_preheat_check_image_name'
+LANGUAGE C IMMUTABLE;
+
+CREATE FUNCTION p2p_preheat._check_manifest_url(url text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'p2p_preheat_check_manifest_url'
+LANGUAGE C IMMUTABLE;
+
 -- Sets the worker's latch when this transaction commits; nothing on rollback.
 CREATE FUNCTION p2p_preheat._wake_worker()
 RETURNS void
@@ -202,6 +214,7 @@ BEGIN
 	-- Harbor names repositories "<project>/<repo>"; accept either form
 	repo := CASE WHEN repository LIKE pol.project || '/%' THEN repository
 				 ELSE pol.project || '/' || repository END;
+	PERFORM p2p_preheat._check_image_name(repo, reference);
 	SELECT e.job_id INTO jid
 	  FROM p2p_preheat._enqueue(policy_id, pol.provider_id,
 			ARRAY[p2p_preheat._registry_url() || '/v2/' || repo || '/manifests/' || reference],
@@ -234,11 +247,7 @@ BEGIN
 		RAISE EXCEPTION 'preheat instance % does not exist', instance_id
 			USING ERRCODE = 'no_data_found';
 	END IF;
-	IF url IS NULL OR url !~* '^https?://[^/]+/v2/.+/manifests/[^/]+$' THEN
-		RAISE EXCEPTION 'url % is not an image manifest URL', url
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Dragonfly needs http(s)://<registry>/v2/<repository>/manifests/<reference>.';
-	END IF;
+	PERFORM p2p_preheat._check_manifest_url(url);
 	SELECT e.job_id INTO jid
 	  FROM p2p_preheat._enqueue(NULL, instance_id, ARRAY[url],
 			p2p_preheat.validate_extra_attrs(inst.vendor, coalesce(extra_attrs, '{}')::text)) e;

@@ -27,3 +27,13 @@ LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION p2p_preheat.worker_status() IS
 'The background worker: pid, state, last activity, jobs in flight, and counts since it started';
+
+-- Why an endpoint address would be refused at connect time (link-local,
+-- cloud metadata, unspecified, and their IPv6 forms), or NULL.
+CREATE FUNCTION p2p_preheat.endpoint_refusal(address text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'p2p_preheat_endpoint_refusal'
+LANGUAGE C STABLE STRICT;
+
+COMMENT ON FUNCTION p2p_preheat.endpoint_refusal(text) IS
+'Why the dispatcher would refuse to connect to this address, or NULL when it may';

@@ -38,7 +38,8 @@ GRANT EXECUTE ON FUNCTION
 	p2p_preheat.cancel(bigint),
 	p2p_preheat.purge(integer),
 	p2p_preheat.sync_schedules(),
-	p2p_preheat.harbor_cron_to_pg_cron(text)
+	p2p_preheat.harbor_cron_to_pg_cron(text),
+	p2p_preheat.endpoint_refusal(text)
 	TO p2p_preheat_admin;
 GRANT SELECT ON p2p_preheat.invalid_policies, p2p_preheat.harbor TO p2p_preheat_admin;
 -- functions a view calls are checked against the view's reader

@@ -3,22 +3,49 @@
  *		Request bodies for Dragonfly's POST /oapi/v1/jobs, and the meaning of
  *		its answers to POST and GET /oapi/v1/jobs/<id>.
  *
- * Dragonfly echoes a job's args back with the registry password and headers
- * in clear, so every stored answer goes through redact() first.
+ * Whatever comes back is treated as hostile before it is kept in a row,
+ * an error or the log:
+ *  - it is made valid in the server encoding (bad bytes become U+FFFD, or
+ *    '?' outside UTF-8) and cut on character boundaries, so every row can
+ *    be dumped and restored;
+ *  - every secret the request carried (instance credential, robot password,
+ *    the caller's header values) and every secret Dragonfly echoes in a job's
+ *    args is replaced by "[redacted]", raw or JSON-escaped, wherever it
+ *    appears; args.password and args.headers are dropped from kept answers;
+ *  - it is parsed in a short-lived memory context, so only the job object
+ *    kept and a short error outlive the call, and the kept object is counted
+ *    against p2p_preheat.answer_memory (http.h).
  */
 #include "postgres.h"
 
+#include "common/base64.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 #include "compat.h"
+#include "dispatch.h"
 #include "dragonfly.h"
 #include "json_soft.h"
+#include "oci_names.h"
 
 #define SHOWN_ANSWER 300		/* bytes of an unexpected answer kept */
+#define SHOWN_FIELD 120			/* bytes of a peer's name, address, reason */
+#define SHOWN_STATE 64			/* bytes of Dragonfly's job state */
+#define MIN_HEADER_SECRET 6		/* shorter caller header values are not secrets */
+#define REDACTED "[redacted]"
+
+/* An answer, made safe to keep, and the secrets to keep out of it. */
+typedef struct Answer
+{
+	const HttpRequest *req;
+	char	   *body;			/* valid in the server encoding, scrubbed */
+	int			len;
+	List	   *secrets;		/* char * */
+} Answer;
 
 char *
 df_jobs_url(const char *endpoint, int64 job_id)
@@ -56,11 +83,23 @@ append_jsonb_value(StringInfo buf, JsonbValue *v)
 	}
 }
 
+static bool
+key_is(JsonbValue *k, const char *name)
+{
+	return k->val.string.len == strlen(name) &&
+		memcmp(k->val.string.val, name, k->val.string.len) == 0;
+}
+
 /*
  * {"type": "preheat", "scheduler_cluster_ids": [..],
  *  "args": {"type": "image", "url": .., <attrs>, "headers": {..},
  *           "username": .., "password": ..}}
  * attrs is the policy's extra_attrs as validate_extra_attrs() returned it.
+ * Each key is written once: Dragonfly (Go) keeps the last of duplicates, so
+ * an attrs key named like one we set would otherwise override ours.
+ *
+ * The robot account goes only to the registry: only when the manifest URL
+ * has the scheme, host and port of p2p_preheat.registry_url.
  */
 char *
 df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
@@ -72,6 +111,10 @@ df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
 				v;
 	JsonbIteratorToken r;
 	JsonbValue	clusters;
+	bool		send_headers = headers_json && headers_json[0];
+	bool		send_robot = username && password &&
+		dispatch_registry_url && dispatch_registry_url[0] &&
+		p2p_url_same_origin(url, dispatch_registry_url);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\":\"preheat\"");
@@ -91,19 +134,21 @@ df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
 		if (r != WJB_KEY)
 			continue;
 		r = JsonbIteratorNext(&it, &v, true);
-		if (k.val.string.len == 11 && memcmp(k.val.string.val, "cluster_ids", 11) == 0)
+		if (key_is(&k, "cluster_ids") || key_is(&k, "url") || key_is(&k, "type") ||
+			(send_headers && key_is(&k, "headers")) ||
+			(send_robot && (key_is(&k, "username") || key_is(&k, "password"))))
 			continue;
 		appendStringInfoChar(&buf, ',');
 		escape_json(&buf, pnstrdup(k.val.string.val, k.val.string.len));
 		appendStringInfoChar(&buf, ':');
 		append_jsonb_value(&buf, &v);
 	}
-	if (headers_json && headers_json[0])
+	if (send_headers)
 	{
 		appendStringInfoString(&buf, ",\"headers\":");
 		appendStringInfoString(&buf, headers_json);
 	}
-	if (username && password)
+	if (send_robot)
 	{
 		appendStringInfoString(&buf, ",\"username\":");
 		escape_json(&buf, username);
@@ -112,6 +157,211 @@ df_preheat_body(const char *url, Jsonb *attrs, const char *headers_json,
 	}
 	appendStringInfoString(&buf, "}}");
 	return buf.data;
+}
+
+/*
+ * Text made valid in the server encoding: each byte that does not start a
+ * valid character (and each NUL) becomes U+FFFD, or '?' outside UTF-8.
+ */
+static char *
+valid_text(const char *s, int len)
+{
+	int			enc = GetDatabaseEncoding();
+	const char *bad = enc == PG_UTF8 ? "\xEF\xBF\xBD" : "?";
+	StringInfoData buf;
+	int			i = 0;
+
+	if (pg_encoding_verifymbstr(enc, s, len) == len)
+		return pnstrdup(s, len);
+	initStringInfo(&buf);
+	while (i < len)
+	{
+		int			l;
+
+		if (s[i] == '\0')
+			l = -1;
+		else if (!IS_HIGHBIT_SET(s[i]))
+			l = 1;
+		else
+			l = pg_encoding_verifymbchar(enc, s + i, len - i);
+		if (l < 0)
+		{
+			appendStringInfoString(&buf, bad);
+			i++;
+		}
+		else
+		{
+			appendBinaryStringInfo(&buf, s + i, l);
+			i += l;
+		}
+	}
+	return buf.data;
+}
+
+/* Bytes of s (valid text) that fit in limit without splitting a character. */
+static int
+clip(const char *s, int len, int limit)
+{
+	return len <= limit ? len : pg_mbcliplen(s, len, limit);
+}
+
+static void
+add_secret(Answer *ans, const char *s, int len, int min_len)
+{
+	StringInfoData esc;
+	char	   *raw;
+
+	if (s == NULL || len < Max(min_len, 1))
+		return;
+	raw = pnstrdup(s, len);
+	ans->secrets = lappend(ans->secrets, raw);
+	/* as it would appear inside a JSON string, when that differs */
+	initStringInfo(&esc);
+	escape_json(&esc, raw);
+	if (esc.len - 2 != len)
+		ans->secrets = lappend(ans->secrets, pnstrdup(esc.data + 1, esc.len - 2));
+}
+
+/* "Scheme credential" values: the whole value and the credential alone. */
+static void
+add_credential(Answer *ans, const char *v, int len, int min_len)
+{
+	const char *sp = memchr(v, ' ', len);
+
+	add_secret(ans, v, len, min_len);
+	if (sp == NULL)
+		return;
+	add_secret(ans, sp + 1, len - (sp + 1 - v), min_len);
+	if (sp - v == 5 && pg_strncasecmp(v, "Basic", 5) == 0)
+	{
+		int			elen = len - (sp + 1 - v);
+		char	   *dec = palloc(pg_b64_dec_len(elen) + 1);
+		int			n = pg_b64_decode(sp + 1, elen, dec, pg_b64_dec_len(elen));
+
+		if (n > 0)
+		{
+			char	   *colon = memchr(dec, ':', n);
+
+			add_secret(ans, dec, n, min_len);
+			if (colon)
+				add_secret(ans, colon + 1, n - (colon + 1 - dec), min_len);
+		}
+	}
+}
+
+/* args.password and the values of args.headers of a job object or body. */
+static void
+add_args_secrets(Answer *ans, JsonbValue *doc)
+{
+	JsonbValue *args = jbv_get(doc, "args");
+	JsonbValue *pw = jbv_get(args, "password");
+	JsonbValue *headers = jbv_get(args, "headers");
+
+	if (pw && pw->type == jbvString)
+		add_secret(ans, pw->val.string.val, pw->val.string.len, 1);
+	for (int i = 0; headers && headers->type == jbvObject && i < headers->val.object.nPairs; i++)
+	{
+		JsonbValue *v = &headers->val.object.pairs[i].value;
+
+		if (v->type == jbvString)
+			add_credential(ans, v->val.string.val, v->val.string.len, MIN_HEADER_SECRET);
+	}
+}
+
+/* Every secret this request carried. */
+static void
+request_secrets(Answer *ans)
+{
+	const HttpRequest *req = ans->req;
+
+	if (req->auth_header)
+	{
+		const char *v = strchr(req->auth_header, ':');
+
+		if (v)
+		{
+			while (*++v == ' ')
+				;
+			add_credential(ans, v, strlen(v), 1);
+		}
+	}
+	if (req->body)
+	{
+		JsonSoftError err;
+
+		/* our own body: attrs are at most 32 levels deep */
+		add_args_secrets(ans, json_parse_soft(req->body, strlen(req->body), 64, &err));
+	}
+}
+
+/* text with every secret replaced; text itself when there is none. */
+static char *
+scrub(Answer *ans, char *text)
+{
+	ListCell   *lc;
+
+	if (text == NULL)
+		return NULL;
+	foreach(lc, ans->secrets)
+	{
+		const char *secret = lfirst(lc);
+		size_t		slen = strlen(secret);
+		char	   *hit = strstr(text, secret);
+		StringInfoData buf;
+		char	   *from = text;
+
+		if (hit == NULL)
+			continue;
+		initStringInfo(&buf);
+		for (; hit; from = hit + slen, hit = strstr(from, secret))
+		{
+			appendBinaryStringInfo(&buf, from, hit - from);
+			appendStringInfoString(&buf, REDACTED);
+		}
+		appendStringInfoString(&buf, from);
+		text = buf.data;
+	}
+	return text;
+}
+
+static void
+scrub_string(Answer *ans, JsonbValue *v)
+{
+	char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
+	char	   *t = scrub(ans, s);
+
+	if (t != s)
+	{
+		v->val.string.val = t;
+		v->val.string.len = strlen(t);
+	}
+}
+
+/* Every key and string of a parsed answer, scrubbed. */
+static void
+scrub_tree(Answer *ans, JsonbValue *v)
+{
+	if (v == NULL || ans->secrets == NIL)
+		return;
+	switch (v->type)
+	{
+		case jbvString:
+			scrub_string(ans, v);
+			break;
+		case jbvArray:
+			for (int i = 0; i < v->val.array.nElems; i++)
+				scrub_tree(ans, &v->val.array.elems[i]);
+			break;
+		case jbvObject:
+			for (int i = 0; i < v->val.object.nPairs; i++)
+			{
+				scrub_string(ans, &v->val.object.pairs[i].key);
+				scrub_tree(ans, &v->val.object.pairs[i].value);
+			}
+			break;
+		default:
+			break;
+	}
 }
 
 /* Drop args.password and args.headers from an answer before it is kept. */
@@ -138,29 +388,31 @@ redact(JsonbValue *job)
 }
 
 static char *
-shown_answer(const HttpRequest *req)
+shown_answer(Answer *ans)
 {
-	if (req->response == NULL || req->response_len == 0)
+	int			n;
+
+	if (ans->body == NULL || ans->len == 0)
 		return pstrdup("an empty body");
-	if (req->response_len <= SHOWN_ANSWER)
-		return psprintf("\"%s\"", req->response);
-	return psprintf("\"%.*s...\"", SHOWN_ANSWER, req->response);
+	n = clip(ans->body, ans->len, SHOWN_ANSWER);
+	return psprintf("\"%.*s%s\"", n, ans->body, n < ans->len ? "..." : "");
 }
 
 /* Dragonfly's own words: {"errors": ...} or {"message": ...}, else the body. */
 static char *
-dragonfly_message(const HttpRequest *req)
+dragonfly_message(Answer *ans)
 {
 	JsonSoftError err;
-	JsonbValue *root = req->response ?
-		json_parse_soft(req->response, req->response_len, 16, &err) : NULL;
+	JsonbValue *root = ans->body ?
+		json_parse_soft(ans->body, ans->len, 16, &err) : NULL;
 	JsonbValue *m = jbv_get(root, "errors");
 
 	if (m == NULL)
 		m = jbv_get(root, "message");
 	if (m && m->type == jbvString)
-		return pnstrdup(m->val.string.val, Min(m->val.string.len, SHOWN_ANSWER));
-	return shown_answer(req);
+		return pnstrdup(m->val.string.val,
+						clip(m->val.string.val, m->val.string.len, SHOWN_ANSWER));
+	return shown_answer(ans);
 }
 
 static int64
@@ -176,6 +428,17 @@ json_int(JsonbValue *v)
 	errno = 0;
 	n = strtoi64(s, &end, 10);
 	return (errno || *end) ? 0 : n;
+}
+
+/* A string member cut to at most limit bytes on a character boundary, or "?". */
+static void
+append_field(StringInfo buf, JsonbValue *v, int limit, const char *none)
+{
+	if (v && v->type == jbvString)
+		appendBinaryStringInfo(buf, v->val.string.val,
+							   clip(v->val.string.val, v->val.string.len, limit));
+	else
+		appendStringInfoString(buf, none);
 }
 
 /* Failed peers of a finished job, and a short list of them. */
@@ -198,18 +461,17 @@ failed_peers(JsonbValue *job, StringInfo why)
 			for (int f = 0; fails && fails->type == jbvArray && f < fails->val.array.nElems; f++)
 			{
 				JsonbValue *t = &fails->val.array.elems[f];
-				JsonbValue *host = jbv_get(t, "hostname");
-				JsonbValue *ip = jbv_get(t, "ip");
-				JsonbValue *desc = jbv_get(t, "description");
 
 				if (n < 5)
-					appendStringInfo(why, "%s%.*s (%.*s): %.*s", n ? "; " : "",
-									 host && host->type == jbvString ? host->val.string.len : 1,
-									 host && host->type == jbvString ? host->val.string.val : "?",
-									 ip && ip->type == jbvString ? ip->val.string.len : 1,
-									 ip && ip->type == jbvString ? ip->val.string.val : "?",
-									 desc && desc->type == jbvString ? Min(desc->val.string.len, 120) : 0,
-									 desc && desc->type == jbvString ? desc->val.string.val : "");
+				{
+					if (n)
+						appendStringInfoString(why, "; ");
+					append_field(why, jbv_get(t, "hostname"), SHOWN_FIELD, "?");
+					appendStringInfoString(why, " (");
+					append_field(why, jbv_get(t, "ip"), SHOWN_FIELD, "?");
+					appendStringInfoString(why, "): ");
+					append_field(why, jbv_get(t, "description"), SHOWN_FIELD, "");
+				}
 				n++;
 			}
 		}
@@ -230,8 +492,11 @@ failure_reason(JsonbValue *job)
 		JsonbValue *e = jbv_get(&states->val.array.elems[i], "error");
 
 		if (e && e->type == jbvString && e->val.string.len > 0)
-			appendStringInfo(&buf, "%s%.*s", buf.len ? "; " : "",
-							 Min(e->val.string.len, SHOWN_ANSWER), e->val.string.val);
+		{
+			if (buf.len)
+				appendStringInfoString(&buf, "; ");
+			append_field(&buf, e, SHOWN_ANSWER, "");
+		}
 	}
 	if (buf.len == 0)
 		appendStringInfoString(&buf, "Dragonfly reported FAILURE without a reason");
@@ -316,15 +581,15 @@ scan_scalar(void *s, char *token, JsonTokenType type)
 }
 
 static bool
-scan_job(const HttpRequest *req, int64 *id, char **state)
+scan_job(Answer *ans, int64 *id, char **state)
 {
 	JobScan		js = {0};
 	JsonSemAction sem = {0};
 	JsonLexContext *lex;
 
-	if (req->response == NULL)
+	if (ans->body == NULL)
 		return false;
-	lex = p2p_json_lexer(req->response, req->response_len, true);
+	lex = p2p_json_lexer(ans->body, ans->len, true);
 	sem.semstate = &js;
 	sem.object_start = scan_object_start;
 	sem.object_end = scan_object_end;
@@ -333,7 +598,7 @@ scan_job(const HttpRequest *req, int64 *id, char **state)
 	sem.object_field_start = scan_field_start;
 	sem.scalar = scan_scalar;
 	/* Dragonfly's job objects are shallow; refuse absurd nesting first */
-	if (json_depth(req->response, req->response_len) > 64 ||
+	if (json_depth(ans->body, ans->len) > 64 ||
 		pg_parse_json(lex, &sem) != JSON_SUCCESS || !js.is_object)
 		return false;
 	*id = js.id;
@@ -341,14 +606,15 @@ scan_job(const HttpRequest *req, int64 *id, char **state)
 	return js.id > 0 && js.state != NULL;
 }
 
-void
-df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
+/* What the answer means; everything it allocates is short-lived. */
+static void
+read_answer(Answer *ans, bool is_poll, DfAnswer *a)
 {
+	const HttpRequest *req = ans->req;
 	JsonSoftError err;
 	JsonbValue *job;
 	JsonbValue *state;
 
-	memset(a, 0, sizeof(*a));
 	if (req->result != CURLE_OK)
 	{
 		a->verdict = DF_RETRY;
@@ -357,16 +623,19 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 	}
 	if (req->status >= 300 && req->status < 400)
 	{
+		char	   *to = req->location ?
+			valid_text(req->location, strlen(req->location)) : "an unnamed location";
+
 		a->verdict = DF_FAILED;
-		a->error = psprintf("endpoint is not a Dragonfly manager Open API (redirected to %s)",
-							req->location ? req->location : "an unnamed location");
+		a->error = psprintf("endpoint is not a Dragonfly manager Open API (redirected to %.*s)",
+							clip(to, strlen(to), SHOWN_ANSWER), to);
 		return;
 	}
 	if (req->status == 429 || req->status >= 500)
 	{
 		a->verdict = DF_RETRY;
 		a->error = psprintf("Dragonfly answered HTTP %ld: %s", req->status,
-							dragonfly_message(req));
+							dragonfly_message(ans));
 		return;
 	}
 	if (req->status == 404 && is_poll)
@@ -374,7 +643,7 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 		a->verdict = DF_FAILED;
 		a->error = psprintf("Dragonfly no longer knows this job (HTTP 404: %s); "
 							"it deletes jobs 6 to 9 hours after creation",
-							dragonfly_message(req));
+							dragonfly_message(ans));
 		return;
 	}
 	if (req->status != 200)
@@ -382,13 +651,13 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 		a->verdict = DF_FAILED;
 		a->error = psprintf("Dragonfly refused the %s (HTTP %ld): %s",
 							is_poll ? "status request" : "job",
-							req->status, dragonfly_message(req));
+							req->status, dragonfly_message(ans));
 		return;
 	}
 
 	if (!is_poll)
 	{
-		if (scan_job(req, &a->job_id, &a->state))
+		if (scan_job(ans, &a->job_id, &a->state))
 		{
 			a->verdict = DF_ACCEPTED;
 			return;
@@ -397,11 +666,11 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 		a->job_id = 0;
 		a->state = NULL;
 		a->error = psprintf("Dragonfly answered HTTP 200 with %s, not a job object",
-							shown_answer(req));
+							shown_answer(ans));
 		return;
 	}
 
-	job = req->response ? json_parse_soft(req->response, req->response_len, 64, &err) : NULL;
+	job = ans->body ? json_parse_soft(ans->body, ans->len, 64, &err) : NULL;
 	state = jbv_get(job, "state");
 	a->job_id = json_int(jbv_get(job, "id"));
 	if (job == NULL || job->type != jbvObject || a->job_id <= 0 ||
@@ -410,11 +679,14 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 		a->verdict = DF_RETRY;
 		a->job_id = 0;
 		a->error = psprintf("Dragonfly answered HTTP 200 with %s, not a job object",
-							shown_answer(req));
+							shown_answer(ans));
 		return;
 	}
-	a->state = pnstrdup(state->val.string.val, state->val.string.len);
+	/* Dragonfly echoes the args it was given: those are secrets too */
+	add_args_secrets(ans, job);
 	redact(job);
+	scrub_tree(ans, job);
+	a->state = pnstrdup(state->val.string.val, state->val.string.len);
 	a->result = JsonbValueToJsonb(job);
 
 	if (strcmp(a->state, "SUCCESS") == 0)
@@ -439,4 +711,65 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 	}
 	else
 		a->verdict = DF_PENDING;
+}
+
+/* A short text of the answer, safe to keep, in the caller's context. */
+static char *
+kept_text(Answer *ans, const char *s, int limit, MemoryContext cxt)
+{
+	char	   *t;
+	int			n;
+
+	if (s == NULL)
+		return NULL;
+	t = scrub(ans, valid_text(s, strlen(s)));
+	n = limit > 0 ? clip(t, strlen(t), limit) : strlen(t);
+	return MemoryContextStrdup(cxt, pnstrdup(t, n));
+}
+
+void
+df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext tmp = AllocSetContextCreate(caller, "p2p_preheat answer",
+											  ALLOCSET_DEFAULT_SIZES);
+	Answer		ans = {0};
+	DfAnswer	r = {0};
+
+	memset(a, 0, sizeof(*a));
+	MemoryContextSwitchTo(tmp);
+	ans.req = req;
+	request_secrets(&ans);
+	if (req->response)
+	{
+		ans.body = scrub(&ans, valid_text(req->response, req->response_len));
+		ans.len = strlen(ans.body);
+	}
+	read_answer(&ans, is_poll, &r);
+
+	a->verdict = r.verdict;
+	a->job_id = r.job_id;
+	a->failed_peers = r.failed_peers;
+	a->state = kept_text(&ans, r.state, SHOWN_STATE, caller);
+	a->error = kept_text(&ans, r.error, 0, caller);
+	if (r.result)
+	{
+		if (http_hold(caller, VARSIZE(r.result)))
+		{
+			a->result = MemoryContextAlloc(caller, VARSIZE(r.result));
+			memcpy(a->result, r.result, VARSIZE(r.result));
+		}
+		else
+		{
+			/* over p2p_preheat.answer_memory: read it again later */
+			a->verdict = DF_RETRY;
+			a->failed_peers = 0;
+			a->error = MemoryContextStrdup(caller,
+										   psprintf("the job object (%u bytes) was dropped: answers held "
+													"by this process fill p2p_preheat.answer_memory (%d kB)",
+													VARSIZE(r.result), http_answer_memory_kb));
+		}
+	}
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(tmp);
 }

@@ -7,6 +7,15 @@
  * when a transfer ends, so an ERROR can never longjmp through libcurl.  Easy
  * handles that are still in flight when an ERROR is raised are reclaimed by
  * http_abort_all(), which callers run from PG_CATCH.
+ *
+ * What an answer may cost is bounded (see http.h): the bytes in flight and
+ * the bytes delivered are counted in held_bytes; delivered bytes stay
+ * counted until the memory context they went to is reset or deleted, which
+ * a reset callback on that context reports back.
+ *
+ * Where a transfer may go is guarded at connect time, after DNS, so a name
+ * cannot be rebound to a forbidden address; proxies from the environment
+ * are never used, only p2p_preheat.proxy.
  */
 #include "postgres.h"
 
@@ -16,7 +25,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -25,7 +36,6 @@
 #include "compat.h"
 #include "http.h"
 
-#define MAX_RESPONSE_BYTES (4 * 1024 * 1024)
 #define USER_AGENT "p2p_preheat/" P2P_PREHEAT_VERSION
 
 int			http_connect_timeout_ms = 5000;
@@ -34,6 +44,33 @@ int			http_max_in_flight = 64;
 char	   *http_ca_file = NULL;
 bool		http_allow_link_local = false;
 bool		http_debug = false;
+char	   *http_proxy = NULL;
+int			http_max_answer_kb = 256;
+int			http_answer_memory_kb = 16 * 1024;
+
+PG_FUNCTION_INFO_V1(p2p_preheat_endpoint_refusal);
+
+#define MAX_ANSWER_BYTES ((size_t) http_max_answer_kb * 1024)
+#define ANSWER_MEMORY_BYTES ((size_t) http_answer_memory_kb * 1024)
+
+/* Answers delivered into one memory context, released with it. */
+typedef struct HeldAnswers
+{
+	MemoryContextCallback cb;
+	MemoryContext cxt;
+	Size		bytes;
+	struct HeldAnswers *next;
+} HeldAnswers;
+
+static Size held_bytes = 0;
+static HeldAnswers *held_list = NULL;
+
+/* http_debug lines waiting to be logged (malloc'd) */
+#define MAX_TRACE (256 * 1024)
+static char *trace = NULL;
+static size_t trace_len = 0;
+static size_t trace_cap = 0;
+static bool trace_dropped = false;
 
 static CURLM *multi = NULL;
 static int	epfd = -1;
@@ -69,10 +106,125 @@ on_timer(CURLM *m, long timeout_ms, void *userp)
 	return 0;
 }
 
+static void
+release_held(void *arg)
+{
+	HeldAnswers *h = arg;
+
+	held_bytes -= Min(h->bytes, held_bytes);
+	for (HeldAnswers **p = &held_list; *p; p = &(*p)->next)
+	{
+		if (*p == h)
+		{
+			*p = h->next;
+			break;
+		}
+	}
+}
+
+static void
+hold_always(MemoryContext cxt, Size bytes)
+{
+	HeldAnswers *h;
+
+	for (h = held_list; h; h = h->next)
+		if (h->cxt == cxt)
+			break;
+	if (h == NULL)
+	{
+		h = MemoryContextAllocZero(cxt, sizeof(HeldAnswers));
+		h->cxt = cxt;
+		h->cb.func = release_held;
+		h->cb.arg = h;
+		MemoryContextRegisterResetCallback(cxt, &h->cb);
+		h->next = held_list;
+		held_list = h;
+	}
+	h->bytes += bytes;
+	held_bytes += bytes;
+}
+
+bool
+http_hold(MemoryContext cxt, Size bytes)
+{
+	if (held_bytes + bytes > ANSWER_MEMORY_BYTES)
+		return false;
+	hold_always(cxt, bytes);
+	return true;
+}
+
+static const char *
+ipv4_refusal(const unsigned char *a)
+{
+	if (a[0] == 0)
+		return "an unspecified address (0.0.0.0/8)";
+	if (a[0] == 169 && a[1] == 254)
+	{
+		if (a[2] == 169 && a[3] == 254)
+			return "a cloud metadata address (169.254.169.254)";
+		if (a[2] == 170 && a[3] == 2)
+			return "a cloud metadata address (169.254.170.2, container credentials)";
+		return "a link-local address (169.254.0.0/16)";
+	}
+	if (a[0] == 100 && a[1] == 100 && a[2] == 100 && a[3] == 200)
+		return "a cloud metadata address (100.100.100.200)";
+	return NULL;
+}
+
+/* An IPv6 form that carries an IPv4 address: refused as that address is. */
+static const char *
+embedded_refusal(const char *form, const unsigned char *v4)
+{
+	static char buf[160];
+	const char *why = ipv4_refusal(v4);
+
+	if (why == NULL)
+		return NULL;
+	snprintf(buf, sizeof(buf), "%s of %s", form, why);
+	return buf;
+}
+
 /*
- * Refuse link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata
- * services) at connect time, after DNS, so a name cannot be rebound to one.
+ * Metadata services answer with cloud credentials to whoever asks, and an
+ * unspecified address reaches the local host.  Plain IPv4 and every IPv6
+ * form that carries an IPv4 address (mapped, compatible, translated, NAT64,
+ * 6to4) are checked alike.  Loopback is allowed: it is where the stand-in
+ * and sidecar proxies live.
  */
+const char *
+http_address_refusal(int family, const unsigned char *a)
+{
+	static const unsigned char zero[16] = {0};
+	static const unsigned char aws6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0x02, 0x54};
+
+	if (family == AF_INET)
+		return ipv4_refusal(a);
+	if (family != AF_INET6)
+		return NULL;
+	if (memcmp(a, zero, 16) == 0)
+		return "an unspecified address (::)";
+	if (memcmp(a, zero, 15) == 0 && a[15] == 1)
+		return NULL;			/* ::1 */
+	if (memcmp(a, zero, 12) == 0)
+		return embedded_refusal("an IPv4-compatible form", a + 12);
+	if (memcmp(a, zero, 10) == 0 && a[10] == 0xff && a[11] == 0xff)
+		return embedded_refusal("an IPv4-mapped form", a + 12);
+	if (memcmp(a, zero, 8) == 0 && a[8] == 0xff && a[9] == 0xff && a[10] == 0 && a[11] == 0)
+		return embedded_refusal("an IPv4-translated form", a + 12);
+	if (a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b &&
+		(memcmp(a + 4, zero, 8) == 0 || (a[4] == 0 && a[5] == 1)))
+		return embedded_refusal("a NAT64 form", a + 12);
+	if (a[0] == 0x20 && a[1] == 0x02)
+		return embedded_refusal("a 6to4 form", a + 2);
+	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+		return "a link-local address (fe80::/10)";
+	if (memcmp(a, aws6, 16) == 0)
+		return "a cloud metadata address (fd00:ec2::254)";
+	return NULL;
+}
+
+/* Runs inside libcurl: no palloc, no elog. */
 static curl_socket_t
 on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
@@ -80,43 +232,60 @@ on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 
 	if (!http_allow_link_local)
 	{
+		const unsigned char *a = NULL;
+		const char *why;
+
 		if (addr->family == AF_INET)
-		{
-			uint32		a = ntohl(((struct sockaddr_in *) &addr->addr)->sin_addr.s_addr);
-
-			if ((a & 0xFFFF0000) == 0xA9FE0000)
-			{
-				req->link_local = true;
-				return CURL_SOCKET_BAD;
-			}
-		}
+			a = (const unsigned char *) &((struct sockaddr_in *) &addr->addr)->sin_addr;
 		else if (addr->family == AF_INET6)
+			a = ((struct sockaddr_in6 *) &addr->addr)->sin6_addr.s6_addr;
+		if (a && (why = http_address_refusal(addr->family, a)) != NULL)
 		{
-			const unsigned char *b = ((struct sockaddr_in6 *) &addr->addr)->sin6_addr.s6_addr;
+			char		host[INET6_ADDRSTRLEN] = "?";
 
-			if ((b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||
-				/* IPv4-mapped 169.254.x.x */
-				(IN6_IS_ADDR_V4MAPPED((const struct in6_addr *) b) && b[12] == 169 && b[13] == 254))
-			{
-				req->link_local = true;
-				return CURL_SOCKET_BAD;
-			}
+			inet_ntop(addr->family, a, host, sizeof(host));
+			snprintf(req->refused, sizeof(req->refused),
+					 "refused to connect to %s, %s (p2p_preheat.allow_link_local is off)",
+					 host, why);
+			return CURL_SOCKET_BAD;
 		}
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
 }
 
+/* Headers whose values http_debug shows; every other value is redacted. */
+static const char *const shown_headers[] = {
+	"host", "user-agent", "accept", "content-type", "content-length", "expect",
+	"connection", "transfer-encoding", "date", "server", "keep-alive", NULL
+};
+
+static bool
+value_shown(const char *line, const char *colon)
+{
+	size_t		len = colon - line;
+
+	for (const char *c = line; c < colon; c++)
+		if (*c == ' ' || *c == '\t')
+			return true;		/* a request or status line, not a header */
+	for (int i = 0; shown_headers[i]; i++)
+		if (strlen(shown_headers[i]) == len && pg_strncasecmp(line, shown_headers[i], len) == 0)
+			return true;
+	return false;
+}
+
 /*
- * p2p_preheat.http_debug: libcurl's own trace, line by line, with every
- * credential-bearing header value replaced.  Bodies are never traced: they
- * carry registry tokens and passwords.
+ * p2p_preheat.http_debug: libcurl's own trace, line by line.  Header values
+ * are shown only for the harmless headers above: a credential can travel
+ * under any name (CUSTOM auth picks its own), and an answer can echo one
+ * back under any name.  Bodies are never traced: they carry registry
+ * tokens and passwords.  This runs inside libcurl, so lines are collected
+ * in a malloc'd buffer and logged by flush_trace() after libcurl returns.
  */
 static int
 on_debug(CURL *handle, curl_infotype type, char *data, size_t size, void *userp)
 {
 	const char *dir;
-	char	   *line;
-	char	   *colon;
+	size_t		start = 0;
 
 	switch (type)
 	{
@@ -132,21 +301,69 @@ on_debug(CURL *handle, curl_infotype type, char *data, size_t size, void *userp)
 		default:
 			return 0;
 	}
-	line = pnstrdup(data, size);
-	for (char *l = strtok(line, "\r\n"); l; l = strtok(NULL, "\r\n"))
+	while (start < size)
 	{
-		colon = strchr(l, ':');
-		if (type != CURLINFO_TEXT && colon &&
-			(pg_strncasecmp(l, "authorization:", 14) == 0 ||
-			 pg_strncasecmp(l, "proxy-authorization:", 20) == 0 ||
-			 pg_strncasecmp(l, "cookie:", 7) == 0 ||
-			 pg_strncasecmp(l, "x-", 2) == 0))
-			colon[1] = '\0';	/* keep the name, drop the value */
-		elog(LOG, "p2p_preheat http %s %s%s", dir, l,
-			 (colon && colon[1] == '\0') ? " [redacted]" : "");
+		size_t		end = start;
+		size_t		len;
+		size_t		need;
+		char	   *line;
+		char	   *colon;
+
+		while (end < size && data[end] != '\r' && data[end] != '\n')
+			end++;
+		len = end - start;
+		need = trace_len + len + strlen(dir) + sizeof(" [redacted]") + 2;
+		if (len > 0 && need <= MAX_TRACE)
+		{
+			if (need > trace_cap)
+			{
+				size_t		cap = Min(Max(need, trace_cap * 2), MAX_TRACE);
+				char	   *nbuf = realloc(trace, cap);
+
+				if (nbuf == NULL)
+					return 0;
+				trace = nbuf;
+				trace_cap = cap;
+			}
+			line = trace + trace_len;
+			trace_len += sprintf(line, "%s ", dir);
+			memcpy(trace + trace_len, data + start, len);
+			trace[trace_len + len] = '\0';
+			colon = memchr(trace + trace_len, ':', len);
+			if (type != CURLINFO_TEXT && colon && !value_shown(trace + trace_len, colon))
+				trace_len = (colon + 1 - trace) + sprintf(colon + 1, " [redacted]");
+			else
+				trace_len += len;
+			trace[trace_len++] = '\n';
+			trace[trace_len] = '\0';
+		}
+		else if (len > 0)
+			trace_dropped = true;
+		start = end + 1;
 	}
-	pfree(line);
 	return 0;
+}
+
+/* The trace collected during libcurl's calls, logged once they returned. */
+static void
+flush_trace(void)
+{
+	char	   *line;
+	char	   *nl;
+
+	if (trace_len == 0 && !trace_dropped)
+		return;
+	for (line = trace; line && line < trace + trace_len; line = nl + 1)
+	{
+		nl = strchr(line, '\n');
+		*nl = '\0';
+		elog(LOG, "p2p_preheat http %s", line);
+	}
+	if (trace_dropped)
+		elog(LOG, "p2p_preheat http: trace lines dropped (over %d bytes between two waits)",
+			 MAX_TRACE);
+	trace_len = 0;
+	trace_dropped = false;
 }
 
 static size_t
@@ -155,20 +372,28 @@ on_data(char *data, size_t size, size_t nmemb, void *userp)
 	HttpRequest *req = userp;
 	size_t		n = size * nmemb;
 
-	if (req->buf_len + n + 1 > MAX_RESPONSE_BYTES)
+	if (req->buf_len + n + 1 > MAX_ANSWER_BYTES)
 	{
 		req->too_large = true;
 		return 0;				/* makes libcurl end the transfer */
 	}
 	if (req->buf_len + n + 1 > req->buf_cap)
 	{
-		size_t		cap = Max(req->buf_cap * 2, req->buf_len + n + 1);
-		char	   *nbuf = realloc(req->buf, Max(cap, 1024));
+		size_t		cap = Max(Max(req->buf_cap * 2, req->buf_len + n + 1), 1024);
+		char	   *nbuf;
 
+		cap = Min(cap, MAX_ANSWER_BYTES);
+		if (held_bytes + (cap - req->buf_held) > ANSWER_MEMORY_BYTES)
+		{
+			req->over_budget = true;
+			return 0;
+		}
+		nbuf = realloc(req->buf, cap);
 		if (nbuf == NULL)
 			return 0;
+		held_bytes += cap - req->buf_held;
 		req->buf = nbuf;
-		req->buf_cap = Max(cap, 1024);
+		req->buf_cap = req->buf_held = cap;
 	}
 	memcpy(req->buf + req->buf_len, data, n);
 	req->buf_len += n;
@@ -231,6 +456,9 @@ release_request(HttpRequest *req)
 	}
 	free(req->buf);
 	req->buf = NULL;
+	held_bytes -= Min(req->buf_held, held_bytes);
+	req->buf_held = 0;
+	req->buf_len = req->buf_cap = 0;
 }
 
 void
@@ -248,6 +476,10 @@ http_start(HttpRequest *req)
 	if (req->cxt == NULL)
 		req->cxt = CurrentMemoryContext;
 	req->errbuf[0] = '\0';
+	req->refused[0] = '\0';
+	req->too_large = req->over_budget = false;
+	req->buf = NULL;
+	req->buf_len = req->buf_cap = req->buf_held = 0;
 	req->headers = curl_slist_append(NULL, "Accept: application/json");
 	if (strcmp(req->method, "POST") == 0)
 	{
@@ -273,12 +505,14 @@ http_start(HttpRequest *req)
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
+	/* http_proxy, https_proxy, all_proxy and no_proxy are never read */
+	curl_easy_setopt(e, CURLOPT_PROXY, http_proxy && http_proxy[0] ? http_proxy : "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
 	if (http_debug)
 	{
 		curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
 		curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
 	}
-	req->link_local = false;
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->insecure ? 0L : 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, req->insecure ? 0L : 2L);
@@ -321,16 +555,32 @@ collect(HttpRequest **done, int max)
 		/* answers live as long as their request */
 		req->location = loc ? MemoryContextStrdup(req->cxt, loc) : NULL;
 		if (req->too_large)
+		{
 			req->result = CURLE_FILESIZE_EXCEEDED;
+			snprintf(req->errbuf, sizeof(req->errbuf),
+					 "the answer is larger than p2p_preheat.max_answer_size (%d kB)",
+					 http_max_answer_kb);
+		}
+		else if (req->over_budget)
+		{
+			req->result = CURLE_WRITE_ERROR;
+			snprintf(req->errbuf, sizeof(req->errbuf),
+					 "answers held by this process fill p2p_preheat.answer_memory (%d kB); "
+					 "the answer was dropped",
+					 http_answer_memory_kb);
+		}
 		req->response = NULL;
-		if (req->buf)
+		req->response_len = 0;
+		if (req->buf && req->result == CURLE_OK)
 		{
 			req->response = MemoryContextAlloc(req->cxt, req->buf_len + 1);
 			memcpy(req->response, req->buf, req->buf_len);
 			req->response[req->buf_len] = '\0';
+			req->response_len = req->buf_len;
 		}
-		req->response_len = req->buf_len;
 		release_request(req);
+		if (req->response)
+			hold_always(req->cxt, req->response_len + 1);
 		req->done = true;
 		done[n++] = req;
 	}
@@ -393,6 +643,7 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 		timer_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	flush_trace();
 	CHECK_FOR_INTERRUPTS();
 	return collect(done, max);
 }
@@ -415,6 +666,8 @@ http_in_flight(void)
 void
 http_abort_all(void)
 {
+	trace_len = 0;				/* nothing may be logged from here: we may be in PG_CATCH */
+	trace_dropped = false;
 	while (in_flight_list)
 		release_request(in_flight_list);
 	/* finished transfers not yet collected belong to the same requests */
@@ -431,10 +684,43 @@ http_abort_all(void)
 const char *
 http_error_text(const HttpRequest *req)
 {
-	if (req->result == CURLE_FILESIZE_EXCEEDED)
-		return "response larger than 4 MB";
-	if (req->link_local)
-		return "refused to connect to a link-local address (set p2p_preheat.allow_link_local to allow it)";
+	if (req->refused[0] && !req->too_large && !req->over_budget)
+		return req->refused;
 	/* errbuf names hosts and reasons, never headers or bodies */
 	return req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result);
+}
+
+/*
+ * p2p_preheat_endpoint_refusal(address text) RETURNS text: why the endpoint
+ * guard would refuse to connect to this address now, or NULL.
+ */
+Datum
+p2p_preheat_endpoint_refusal(PG_FUNCTION_ARGS)
+{
+	char	   *s = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	size_t		len = strlen(s);
+	unsigned char a[16];
+	int			family;
+	const char *why;
+
+	if (len >= 2 && s[0] == '[' && s[len - 1] == ']')
+	{
+		s[len - 1] = '\0';
+		s++;
+	}
+	if (inet_pton(AF_INET, s, a) == 1)
+		family = AF_INET;
+	else if (inet_pton(AF_INET6, s, a) == 1)
+		family = AF_INET6;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid address: \"%s\"", s),
+				 errhint("Give an IPv4 or IPv6 address, such as 169.254.169.254 or ::ffff:169.254.169.254.")));
+	if (http_allow_link_local)
+		PG_RETURN_NULL();
+	why = http_address_refusal(family, a);
+	if (why == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(why));
 }

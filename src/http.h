@@ -6,6 +6,12 @@
  * epoll set that sits in a PostgreSQL WaitEventSet beside the process latch,
  * so query cancel, SIGTERM and postmaster death are noticed at once even
  * while every transfer is stalled.  Connections are kept between calls.
+ *
+ * Memory is bounded whatever the other end sends: one answer holds at most
+ * p2p_preheat.max_answer_size, and the answers a process holds at once (in
+ * flight, or delivered into a memory context that is still alive) at most
+ * p2p_preheat.answer_memory.  A transfer that would go past either bound is
+ * ended and reported as a transport failure, which callers retry later.
  */
 #ifndef P2P_PREHEAT_HTTP_H
 #define P2P_PREHEAT_HTTP_H
@@ -40,8 +46,10 @@ typedef struct HttpRequest
 	char	   *buf;			/* malloc'd while libcurl writes into it */
 	size_t		buf_len;
 	size_t		buf_cap;
+	size_t		buf_held;		/* bytes of buf counted in the budget */
 	bool		too_large;
-	bool		link_local;		/* refused by the link-local guard */
+	bool		over_budget;
+	char		refused[160];	/* why the endpoint guard refused, or "" */
 	struct HttpRequest *prev;	/* in-flight list */
 	struct HttpRequest *next;
 } HttpRequest;
@@ -53,6 +61,9 @@ extern int	http_max_in_flight;
 extern char *http_ca_file;
 extern bool http_allow_link_local;
 extern bool http_debug;
+extern char *http_proxy;
+extern int	http_max_answer_kb;
+extern int	http_answer_memory_kb;
 
 extern void http_start(HttpRequest *req);
 
@@ -74,5 +85,18 @@ extern void http_abort_all(void);
 
 /* A short, secret-free description of a transport failure. */
 extern const char *http_error_text(const HttpRequest *req);
+
+/*
+ * Count bytes a caller keeps in cxt (an answer's parsed form) against
+ * p2p_preheat.answer_memory until cxt is reset or deleted.  Returns false,
+ * counting nothing, when that would go past the bound.
+ */
+extern bool http_hold(MemoryContext cxt, Size bytes);
+
+/*
+ * Why the endpoint guard refuses an address (AF_INET or AF_INET6, in
+ * network order), or NULL.  Ignores p2p_preheat.allow_link_local.
+ */
+extern const char *http_address_refusal(int family, const unsigned char *addr);
 
 #endif

@@ -56,7 +56,8 @@ _PG_init(void)
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("p2p_preheat.registry_credentials_file",
 							   "File holding {\"username\": ..., \"password\": ...} of a registry robot account.",
-							   "Read by the server; sent to Dragonfly as args.username and args.password.",
+							   "Read by the server; sent to Dragonfly as args.username and args.password, "
+							   "only for manifest URLs with the scheme, host and port of p2p_preheat.registry_url.",
 							   &registry_credentials_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("p2p_preheat.secret_key_file",
@@ -90,9 +91,25 @@ _PG_init(void)
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("p2p_preheat.allow_link_local",
-							 "Lets instance endpoints resolve to link-local addresses (cloud metadata services).",
-							 NULL, &http_allow_link_local, false,
+							 "Lets instance endpoints resolve to link-local, cloud metadata and unspecified addresses.",
+							 "Checked at connect time: 169.254.0.0/16, fe80::/10, 100.100.100.200, fd00:ec2::254, "
+							 "0.0.0.0/8, :: and IPv6 forms carrying a refused IPv4 address.",
+							 &http_allow_link_local, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("p2p_preheat.proxy",
+							   "HTTP proxy for requests to Dragonfly (empty: none).",
+							   "Proxy environment variables (http_proxy, no_proxy, ...) are never used.",
+							   &http_proxy, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.max_answer_size",
+							"Largest answer read from Dragonfly; a larger one is dropped and retried.",
+							NULL, &http_max_answer_kb, 256, 16, 64 * 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("p2p_preheat.answer_memory",
+							"Most memory the answers of one dispatch may hold at once.",
+							"Answers past it are dropped and retried later.",
+							&http_answer_memory_kb, 16 * 1024, 1024, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("p2p_preheat.http_debug",
 							 "Logs libcurl's trace of every request, with credential headers redacted.",
 							 NULL, &http_debug, false,
