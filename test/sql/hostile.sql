@@ -137,5 +137,25 @@ SELECT count(*) AS reached_standin
   FROM regexp_split_to_table(pg_read_file(:'standin_log'), E'\n') line
  WHERE line ~ '/guard-';
 
+-- the same rules where callers type names: preheat() and preheat_url()
+SET p2p_preheat.registry_url = 'https://harbor.example.com';
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, filters)
+VALUES (1, 'p', 1, 1, true, '[{"type":"repository","value":"**"}]');
+SELECT name, reference, scratch.try(format('SELECT p2p_preheat.preheat(1, %L, %L)', name, reference)) AS outcome
+  FROM (VALUES ('app', '1.0'), ('../admin', '1.0'), ('app', '1.0?x=1'), ('app', '1.0#f'),
+			   ('my app', '1.0'), ('app', E'1.0\r\nX-Evil: 1'), ('app', '1.0%0d%0a'),
+			   ('app', 'sha256:' || repeat('a', 64))) v(name, reference);
+SELECT scratch.try($$SELECT p2p_preheat.preheat_url(1, 'http://internal@evil.example/v2/x/manifests/y')$$) AS userinfo;
+-- only the two valid names were queued
+SELECT url FROM p2p_preheat.job WHERE policy_id = 1 ORDER BY id;
+-- a foreign host is an admin's operation: Harbor's role cannot name one
+CREATE ROLE hostile_harbor IN ROLE p2p_preheat_user;
+GRANT USAGE ON SCHEMA scratch TO hostile_harbor;
+SET ROLE hostile_harbor;
+SELECT scratch.try($$SELECT p2p_preheat.preheat_url(1, 'http://evil.example/v2/x/manifests/y')$$) AS foreign_host;
+RESET ROLE;
+REVOKE USAGE ON SCHEMA scratch FROM hostile_harbor;
+DROP ROLE hostile_harbor;
+
 \c contrib_regression
 DROP DATABASE harbor_hostile;

@@ -175,7 +175,7 @@ $node->safe_psql('hostile', qq{
 	INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, auth_data, enabled, insecure)
 	VALUES (3, 'custom', 'dragonfly', 'http://127.0.0.1:$hport', 'CUSTOM', '{"Api-Key": "k-custom-5"}', true, false),
 		   (4, 'nobody', 'dragonfly', 'http://127.0.0.1:1', 'NONE', NULL, true, false);
-	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, extra_attrs) VALUES (1, 'p', 1, 1, NULL);
+	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, extra_attrs) VALUES (1, 'p', 1, 1, true, NULL);
 	CREATE FUNCTION dispatch_all() RETURNS void LANGUAGE plpgsql AS \$\$
 	DECLARE deadline timestamptz := clock_timestamp() + interval '60 s';
 	BEGIN
