@@ -236,7 +236,7 @@ add_credential(Answer *ans, const char *v, int len, int min_len)
 	{
 		int			elen = len - (sp + 1 - v);
 		char	   *dec = palloc(pg_b64_dec_len(elen) + 1);
-		int			n = pg_b64_decode(sp + 1, elen, dec, pg_b64_dec_len(elen));
+		int			n = pg_b64_decode(sp + 1, elen, (P2P_B64_BYTES *) dec, pg_b64_dec_len(elen));
 
 		if (n > 0)
 		{
