@@ -26,6 +26,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
 #include "oci_names.h"
 
 #define MAX_REPOSITORY 255
@@ -259,7 +260,7 @@ shown_value(const char *v)
 	return buf.data;
 }
 
-static void pg_attribute_noreturn()
+pg_noreturn static void
 refuse(const char *field, const char *value, const char *rule, const char *hint)
 {
 	ereport(ERROR,
