@@ -651,9 +651,24 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 	set_field(out, OF_ERROR, error ? CStringGetTextDatum(error) : (Datum) 0, error == NULL);
 	set_field(out, OF_FAILED_PEERS, Int32GetDatum(a->failed_peers), false);
 	set_field(out, OF_RESULT, JsonbPGetDatum(a->result), a->result == NULL);
-	out->rows = accumArrayResult(out->rows,
-								 HeapTupleGetDatum(heap_form_tuple(out->desc, out->values, out->nulls)),
-								 false, out->typid, CurrentMemoryContext);
+	/*
+	 * One copy of the row goes into the array being built: the formed tuple
+	 * and the job's answer are freed at once, so a batch of large job objects
+	 * is held about twice at most (the rows, then the finished array).
+	 */
+	{
+		HeapTuple	t = heap_form_tuple(out->desc, out->values, out->nulls);
+		Datum		row = heap_copy_tuple_as_datum(t, out->desc);
+
+		heap_freetuple(t);
+		out->rows = accumArrayResult(out->rows, row, false, out->typid, CurrentMemoryContext);
+		pfree(DatumGetPointer(row));
+		if (a->result)
+		{
+			pfree(a->result);
+			a->result = NULL;
+		}
+	}
 
 	if (!JOB_STATE_IS_OPEN(state) || error)
 		elog(state == JOB_FAILED ? LOG : DEBUG1,
