@@ -23,7 +23,7 @@ need_packages() {
 ensure_deps() {
 	need_packages build-essential make gcc "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
 		"postgresql-contrib" "postgresql-$PG_MAJOR-cron" libcurl4-openssl-dev libssl-dev \
-		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates openssl python3-jwt python3-cryptography prometheus-postgres-exporter
+		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates openssl python3-jwt python3-cryptography prometheus-postgres-exporter debhelper postgresql-server-dev-all
 	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 	PG_BIN=$("$PG_CONFIG" --bindir)
 	PGXS_DIR=$(dirname "$("$PG_CONFIG" --pgxs)")
