@@ -30,7 +30,7 @@ tar -C "$repo" --exclude=.git --exclude=./dist --exclude='*.o' --exclude='*.so' 
 rm -f "$src"/p2p_preheat--*.sql	# the install script the Makefile builds
 
 version=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version)
-echo "== dpkg-buildpackage -us -uc (p2p-preheat $version, PostgreSQL $(cd "$src" && pg_buildext supported-versions | tr '\n' ' '))"
+echo "== dpkg-buildpackage -us -uc (p2p-preheat $version, PostgreSQL $(cd "$src" && pg_buildext supported-versions | xargs))"
 start=$(date +%s)
 (cd "$src" && dpkg-buildpackage -us -uc) >"$scratch/build.log" 2>&1 || {
 	tail -40 "$scratch/build.log" >&2
