@@ -13,6 +13,7 @@ source "$(dirname "$0")/../test/lib/common.sh"
 header() { printf '\n== %s\n' "$*"; }
 
 header "0. What the demo needs"
+echo "   checking the Debian packages; apt-get installs any that are missing (a few minutes) ..."
 # apt's own chatter (debconf's notes about a missing apt-utils) is noise here
 ensure_deps 2> >(grep -v '^debconf:' >&2)
 echo "   PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), pg_cron, libcurl, OpenSSL: present"
