@@ -13,6 +13,7 @@
  *   70 operations: status, retention, dump and restore
  *   80 privileges, in one place
  *   90 attaching to Harbor's tables already there
+ *   95 a notice when no worker will dispatch for this database
  * A released script is frozen; later versions add upgrade scripts.
  */
 

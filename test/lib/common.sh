@@ -27,7 +27,7 @@ ensure_deps() {
 	need_packages build-essential make gcc postgresql-15 postgresql-server-dev-15 \
 		"postgresql-contrib" postgresql-15-cron postgresql-15-plpgsql-check libcurl4-openssl-dev libssl-dev \
 		libmicrohttpd-dev libjson-c-dev libipc-run-perl perl python3 curl ca-certificates \
-		openssl python3-jwt python3-cryptography
+		openssl python3-jwt python3-cryptography prometheus-postgres-exporter debhelper postgresql-server-dev-all
 	if [ -n "${PG_CONFIG:-}" ]; then
 		use_pg_config "$PG_CONFIG"
 	else
