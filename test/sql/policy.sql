@@ -153,6 +153,35 @@ SELECT id, policy_id, status, jobs, queued, running, succeeded, failed, canceled
 SELECT execution_id, substring(url FROM '/v2/(.*)$') AS image, state, last_error
   FROM p2p_preheat.execution_detail WHERE state <> 'succeeded' ORDER BY execution_id;
 
+-- Kraken, as Harbor drives it: one registry notification per image to
+-- <endpoint>/registry/notifications, with the instance's credentials; a 2xx
+-- is the preheat done, nothing is polled
+\getenv standin_log DRAGONFLY_LOG
+INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, auth_data, enabled) VALUES
+	(4, 'kraken-proxy', 'kraken', :'endpoint' || '/', 'OAUTH', '{"token": "t-secret-1"}', true),
+	(5, 'kraken-locked', 'kraken', :'endpoint', 'OAUTH', '{"token": "wrong"}', true);
+INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, filters, extra_attrs) VALUES
+	(19, 'kraken', 1, 4, true, '[{"type":"repository","value":"app"},{"type":"tag","value":"1.*"}]', ''),
+	(20, 'kraken-refused', 1, 5, true, '[{"type":"repository","value":"db"}]', '');
+SELECT execution, candidates FROM run(19);
+SELECT execution, candidates FROM run(20);
+SELECT p2p_preheat.preheat(19, 'app', 'latest') > 0 AS queued_by_tag;
+SELECT dispatch_all();
+SELECT j.policy_id, substring(j.url FROM '/v2/(.*)$') AS image, j.attrs, j.state, j.attempts, j.polls,
+	   j.last_http_status, j.last_error
+  FROM p2p_preheat.job j WHERE j.instance_id IN (4, 5) ORDER BY j.id;
+SELECT s.status FROM p2p_preheat.execution_status s JOIN p2p_preheat.execution e ON e.id = s.id
+ WHERE e.policy_id IN (19, 20) ORDER BY e.id;
+SELECT l->>'route' AS route, l->>'status' AS status, l->>'auth_kind' AS auth,
+	   jsonb_array_length(l->'body'->'events') AS events,
+	   length(l->'body'->'events'->0->>'id') AS id_length,
+	   (l->'body'->'events'->0->>'timestamp') ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$' AS rfc3339,
+	   (l->'body'->'events'->0) - 'id' - 'timestamp' AS event
+  FROM (SELECT line::jsonb AS l FROM regexp_split_to_table(pg_read_file(:'standin_log'), E'\n') line
+		 WHERE line LIKE '{%') s
+ WHERE l->>'route' LIKE '%/registry/notifications'
+ ORDER BY l->'body'->'events'->0->'target'->>'tag', status;
+
 -- one runner per policy: with Harbor's job service running them, the
 -- database runs none
 SET p2p_preheat.run_policies = 'harbor';
