@@ -219,12 +219,13 @@ END
 $$;
 
 -- p2p_preheat.run_policies: who runs Harbor's policies here.
+-- (no SET clause, so that it is inlined: every name in it is qualified)
 CREATE FUNCTION p2p_preheat._database_runs_policies()
 RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT coalesce(current_setting('p2p_preheat.run_policies', true), 'database') = 'database'
+	SELECT coalesce(pg_catalog.current_setting('p2p_preheat.run_policies', true), 'database')
+		   OPERATOR(pg_catalog.=) 'database'
 $$;
 
 /*

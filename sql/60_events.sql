@@ -19,8 +19,10 @@ CREATE TABLE p2p_preheat.event_policy (
 	project_id integer NOT NULL,
 	provider_id integer NOT NULL,
 	vendor text,
-	repo_patterns text[] NOT NULL DEFAULT '{}',
-	tag_patterns text[] NOT NULL DEFAULT '{}',
+	repo_pattern text,				-- the first repository filter; NULL: none
+	tag_pattern text,				-- the first tag filter
+	more_patterns jsonb,			-- {"repository": [...], "tag": [...]}: any further ones
+
 	labels text[] NOT NULL DEFAULT '{}',
 	own_filters integer NOT NULL DEFAULT 0,	-- filters left once signature and vulnerability are dropped
 	attrs jsonb NOT NULL DEFAULT '{}',
@@ -115,9 +117,12 @@ BEGIN
 		BEGIN
 			f := p2p_preheat._parse_filters(pol.filters, format('preheat policy "%s" (id %s)', pol.name, policy_id));
 			attrs := p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs);
-			INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, vendor, repo_patterns,
-												  tag_patterns, labels, own_filters, attrs)
-			VALUES (policy_id, pol.project_id, pol.provider_id, pol.vendor, f.repo_patterns, f.tag_patterns,
+			INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, vendor, repo_pattern,
+												  tag_pattern, more_patterns, labels, own_filters, attrs)
+			VALUES (policy_id, pol.project_id, pol.provider_id, pol.vendor, f.repo_patterns[1], f.tag_patterns[1],
+					CASE WHEN cardinality(f.repo_patterns) > 1 OR cardinality(f.tag_patterns) > 1
+						 THEN jsonb_build_object('repository', to_jsonb(f.repo_patterns[2:]),
+												 'tag', to_jsonb(f.tag_patterns[2:])) END,
 					f.labels, f.own_filters, attrs);
 		EXCEPTION WHEN OTHERS THEN
 			IF strict THEN
@@ -204,13 +209,17 @@ CREATE FUNCTION p2p_preheat._on_artifact_event(kind text, artifact integer, push
 	repository_id integer)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+-- no SET clause, for speed: only the event triggers call it, and they pin
+-- search_path; every object here is qualified
 AS $$
 DECLARE
 	a record;
-	sec record;
 	tags text[];
 	path text;
+	below integer;
+	security_filters integer;
+	blocked boolean;
+	notes text[];
 	m record;
 	inst p2p_preheat.harbor_instance;
 	registry text;
@@ -221,48 +230,52 @@ BEGIN
 	END IF;
 	BEGIN
 		a := p2p_preheat._harbor_artifact(artifact);
+		-- Harbor preheats pushed and labelled images only, and a scanned
+		-- artifact of a type it can preheat (IMAGE, CNAI)
 		IF a.artifact_id IS NULL
-		   OR NOT EXISTS (SELECT FROM p2p_preheat.event_policy ep WHERE ep.project_id = a.project_id)
-		   -- Harbor preheats pushed and labelled images only; a scanned
-		   -- artifact of a type it can preheat (IMAGE, CNAI)
 		   OR (kind IN ('push', 'label') AND a.type IS DISTINCT FROM 'IMAGE')
 		   OR (kind = 'scan' AND a.type NOT IN ('IMAGE', 'CNAI')) THEN
 			RETURN;
 		END IF;
 		tags := CASE WHEN kind = 'push' THEN ARRAY[pushed_tag] ELSE a.tags END;
-		sec := p2p_preheat._security(a.project, a.content_trust, a.prevent_vul, a.severity);
-		path := substr(a.repository, length(a.project) + 2);
-
-		-- policies that cannot run: skipped, and said so
-		INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
-		SELECT ep.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag,
-			   '22023',
-			   format('%s event skipped for this policy: %s', kind,
-					  coalesce(ep.problem, 'it has no filters to apply (Harbor refuses to run a policy without filters)'))
-		  FROM p2p_preheat.event_policy ep
-		 WHERE ep.project_id = a.project_id
-		   AND (ep.problem IS NOT NULL OR ep.own_filters + sec.filters = 0);
-
+		path := pg_catalog.substr(a.repository, pg_catalog.length(a.project) + 2);
+		-- the filters the project's settings add (the notes only when needed)
+		below := CASE WHEN a.prevent_vul AND a.severity <> '' THEN p2p_preheat._severity_code(a.severity) END;
+		security_filters := a.content_trust::integer + (below IS NOT NULL)::integer;
 		-- Harbor's signature filter passes nothing; its vulnerability filter
 		-- passes only artifacts below the project's severity
-		IF sec.signed_only OR (sec.below_severity IS NOT NULL AND a.vulnerability >= sec.below_severity)
-		   OR cardinality(tags) = 0 THEN
-			RETURN;
-		END IF;
+		blocked := a.content_trust OR coalesce(a.vulnerability >= below, false);
 
+		-- every policy of the project that cannot run (said so) or matches
 		FOR m IN
-			SELECT ep.policy_id, ep.provider_id, ep.vendor, ep.attrs, array_agg(t.tag ORDER BY t.tag) AS tags
-			  FROM p2p_preheat.event_policy ep, unnest(tags) t(tag)
-			 WHERE ep.project_id = a.project_id AND ep.problem IS NULL
-			   AND ep.own_filters + sec.filters > 0
-			   AND ep.labels <@ a.labels
-			   AND (cardinality(ep.repo_patterns) = 0 OR
-					(SELECT bool_and(p2p_preheat.doublestar_match(p, path)) FROM unnest(ep.repo_patterns) p))
-			   AND (cardinality(ep.tag_patterns) = 0 OR
-					(SELECT bool_and(p2p_preheat.doublestar_match(p, t.tag)) FROM unnest(ep.tag_patterns) p))
-			 GROUP BY ep.policy_id, ep.provider_id, ep.vendor, ep.attrs
+			SELECT ep.policy_id, ep.provider_id, ep.vendor, ep.attrs,
+				   coalesce(ep.problem, CASE WHEN ep.own_filters + security_filters = 0
+						THEN 'it has no filters to apply (Harbor refuses to run a policy without filters)' END) AS problem,
+				   ARRAY(SELECT t.tag FROM pg_catalog.unnest(tags) t(tag)
+						  WHERE (ep.tag_pattern IS NULL OR p2p_preheat.doublestar_match(ep.tag_pattern, t.tag))
+							AND (ep.more_patterns IS NULL OR
+								 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, t.tag))
+									FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'tag') p) IS NOT FALSE)
+						  ORDER BY t.tag) AS tags
+			  FROM p2p_preheat.event_policy ep
+			 WHERE ep.project_id = a.project_id
+			   AND (ep.problem IS NOT NULL OR ep.own_filters + security_filters = 0
+					OR (NOT blocked
+						AND ep.labels OPERATOR(pg_catalog.<@) a.labels
+						AND (ep.repo_pattern IS NULL OR p2p_preheat.doublestar_match(ep.repo_pattern, path))
+						AND (ep.more_patterns IS NULL OR
+							 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, path))
+								FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'repository') p) IS NOT FALSE)))
 			 ORDER BY ep.policy_id
 		LOOP
+			IF m.problem IS NULL AND pg_catalog.cardinality(m.tags) = 0 THEN
+				CONTINUE;		-- no tag passes the tag filters
+			ELSIF m.problem IS NOT NULL THEN
+				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
+				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, '22023',
+						pg_catalog.format('%s event skipped for this policy: %s', kind, m.problem));
+				CONTINUE;
+			END IF;
 			-- one policy's failure never stops the others
 			BEGIN
 				inst := p2p_preheat._harbor_instance(m.provider_id);
@@ -272,24 +285,29 @@ BEGIN
 						USING ERRCODE = 'object_not_in_prerequisite_state';
 				END IF;
 				registry := p2p_preheat._registry_url();
+				IF notes IS NULL THEN
+					notes := (p2p_preheat._security(a.project, a.content_trust, a.prevent_vul, a.severity)).notes;
+				END IF;
 				INSERT INTO p2p_preheat.execution (policy_id, trigger, candidates, notes)
-				VALUES (m.policy_id, 'event_based', cardinality(m.tags), sec.notes) RETURNING id INTO eid;
+				VALUES (m.policy_id, 'event_based', pg_catalog.cardinality(m.tags), notes) RETURNING id INTO eid;
 				INSERT INTO p2p_preheat.execution_job (execution_id, job_id, artifact_id, tag)
 				SELECT eid, e.job_id, artifact, substring(e.url FROM '/manifests/(.*)$')
 				  FROM p2p_preheat._enqueue(m.policy_id, m.provider_id,
-						ARRAY(SELECT registry || '/v2/' || a.repository || '/manifests/' || t FROM unnest(m.tags) t),
-						CASE WHEN m.vendor = 'kraken' THEN m.attrs || jsonb_build_object('digest', a.digest)
+						ARRAY(SELECT registry || '/v2/' || a.repository || '/manifests/' || t
+								FROM pg_catalog.unnest(m.tags) t),
+						CASE WHEN m.vendor = 'kraken' THEN m.attrs || pg_catalog.jsonb_build_object('digest', a.digest)
 							 ELSE m.attrs END) e
 				ON CONFLICT DO NOTHING;
 			EXCEPTION WHEN OTHERS THEN
 				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
 				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
-						format('%s event: %s', kind, SQLERRM));
+						pg_catalog.format('%s event: %s', kind, SQLERRM));
 			END;
 		END LOOP;
 	EXCEPTION WHEN OTHERS THEN
 		INSERT INTO p2p_preheat.event_error (repository_id, artifact_id, tag, sqlstate, error)
-		VALUES (_on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE, format('%s event: %s', kind, SQLERRM));
+		VALUES (_on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
+				pg_catalog.format('%s event: %s', kind, SQLERRM));
 	END;
 END
 $$;

@@ -42,11 +42,11 @@ kraken_notify_url(const char *endpoint)
 	return psprintf("%.*s/registry/notifications", len, endpoint);
 }
 
-/* Harbor's event id: 32 random lower-case letters and digits. */
+/* Harbor's event id: 32 random letters and digits. */
 static bool
 event_id(char *out)
 {
-	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 	uint8		r[32];
 
 	if (!pg_strong_random(r, sizeof(r)))

@@ -32,7 +32,7 @@ INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trig
 	(2, 'latest-off', 1, 1, false, '{"type":"event_based"}', '[{"type":"tag","value":"latest"}]', NULL),
 	(3, 'gone-instance', 1, 99, true, '{"type":"event_based"}', '[{"type":"repository","value":"db"}]', NULL),
 	(4, 'manual', 1, 1, true, '{"type":"manual"}', '[]', NULL);
-SELECT policy_id, project_id, provider_id, repo_patterns, tag_patterns, labels, own_filters, attrs, problem
+SELECT policy_id, project_id, provider_id, repo_pattern, tag_pattern, more_patterns, labels, own_filters, attrs, problem
   FROM p2p_preheat.event_policy ORDER BY 1;
 -- a policy whose filters are not JSON is refused when saved
 INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trigger, filters)
@@ -66,7 +66,7 @@ SELECT sqlstate, error FROM p2p_preheat.event_error WHERE tag = 'v2.0';
 UPDATE p2p_preheat_policy SET enabled = false WHERE id = 1;
 UPDATE p2p_preheat_policy SET enabled = true, filters = '[{"type":"tag","value":"latest"}]' WHERE id = 2;
 DELETE FROM p2p_preheat_policy WHERE id = 3;
-SELECT policy_id, repo_patterns, tag_patterns FROM p2p_preheat.event_policy ORDER BY 1;
+SELECT policy_id, repo_pattern, tag_pattern FROM p2p_preheat.event_policy ORDER BY 1;
 
 -- a label added: every tag of the artifact, filters applying -----------------
 TRUNCATE p2p_preheat.event_error;
@@ -81,6 +81,8 @@ INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trig
 -- the label array is refused as Harbor refuses it
 INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trigger, filters)
 VALUES (12, 'label-array', 1, 1, true, '{"type":"event_based"}', '[{"type":"label","value":["prod"]}]');
+SELECT policy_id, repo_pattern, tag_pattern, more_patterns, labels FROM p2p_preheat.event_policy
+ WHERE policy_id IN (10, 11) ORDER BY 1;
 SELECT count(*) AS executions_before FROM p2p_preheat.execution \gset
 INSERT INTO label_reference (label_id, artifact_id) VALUES (1, 2);	-- prod on app@a2: v2.0, v3.0 (if any), latest-2
 INSERT INTO label_reference (label_id, artifact_id) VALUES (2, 2);	-- and gpu: prod-gpu matches too
