@@ -220,3 +220,19 @@ EXECUTE harbor_update('not json', 1);
 SELECT name, extra_attrs FROM p2p_preheat_policy;
 \c contrib_regression
 DROP DATABASE harbor_json_213;
+
+-- a json column that a view depends on cannot change type: the install warns,
+-- keeps json, and still validates
+CREATE DATABASE harbor_json_view;
+\c harbor_json_view
+\set ECHO none
+\i test/fixtures/harbor.sql
+\set ECHO all
+SELECT harbor_fixture.create_tables('proposal');
+SELECT harbor_fixture.add_instances();
+CREATE VIEW policy_attrs AS SELECT id, extra_attrs FROM p2p_preheat_policy;
+CREATE EXTENSION p2p_preheat;
+SELECT * FROM harbor_fixture.policy_columns();
+INSERT INTO p2p_preheat_policy (name, project_id, provider_id, extra_attrs) VALUES ('p', 1, 1, '{"scope": "al_peers"}');
+\c contrib_regression
+DROP DATABASE harbor_json_view;
