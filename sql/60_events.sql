@@ -352,17 +352,24 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	task jsonb;
 	artifact integer;
 BEGIN
-	IF NEW.status IS DISTINCT FROM 'Success' OR OLD.status IS NOT DISTINCT FROM NEW.status
-	   OR NEW.vendor_type NOT IN ('IMAGE_SCAN', 'SCAN_ALL', 'SBOM') THEN
+	-- read as JSON, so that a column Harbor renames or drops never fails
+	-- Harbor's update of a task
+	IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+		RETURN NULL;
+	END IF;
+	task := to_jsonb(NEW);
+	IF task->>'status' IS DISTINCT FROM 'Success'
+	   OR coalesce(task->>'vendor_type', '') NOT IN ('IMAGE_SCAN', 'SCAN_ALL', 'SBOM') THEN
 		RETURN NULL;
 	END IF;
 	BEGIN
-		artifact := (NEW.extra_attrs::jsonb ->> 'artifact_id')::integer;
+		artifact := (task->'extra_attrs'->>'artifact_id')::integer;
 	EXCEPTION WHEN OTHERS THEN
 		INSERT INTO p2p_preheat.event_error (sqlstate, error)
-		VALUES (SQLSTATE, format('scan event: task %s names no artifact: %s', NEW.id, SQLERRM));
+		VALUES (SQLSTATE, format('scan event: task %s names no artifact: %s', task->>'id', SQLERRM));
 		RETURN NULL;
 	END;
 	IF artifact > 0 THEN
