@@ -14,6 +14,7 @@ OBJS = \
 	src/harbor_auth.o \
 	src/harbor_token.o \
 	src/dragonfly.o \
+	src/kraken.o \
 	src/dispatch.o \
 	src/dispatch_sql.o \
 	src/worker.o \

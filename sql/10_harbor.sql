@@ -61,22 +61,34 @@ RETURNS p2p_preheat.harbor_instance
 AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_instance'
 LANGUAGE C STABLE STRICT;
 
--- Every tagged artifact of a project of the given types, one row per
--- artifact and tag, whose repository (without the project prefix) and tag
--- match the patterns and which carries every label named.
+-- Every tagged artifact of a project of the given types (or only artifact
+-- only_artifact), one row per artifact and tag, whose repository (without
+-- the project prefix) and tag match the patterns, which carries every label
+-- named and, unless below_severity is NULL, whose vulnerability severity as
+-- Harbor computes it is below below_severity.
 CREATE FUNCTION p2p_preheat._harbor_candidates(project_id integer, repo_pattern text,
-	tag_pattern text, labels text[], types text[],
-	OUT artifact_id integer, OUT repository text, OUT tag text)
+	tag_pattern text, labels text[], types text[], below_severity integer, only_artifact integer,
+	OUT artifact_id integer, OUT digest text, OUT repository text, OUT tag text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_candidates'
 LANGUAGE C STABLE;
 
--- A pushed tag's repository, project, artifact type and the artifact's labels.
-CREATE FUNCTION p2p_preheat._harbor_artifact(repository_id integer, artifact_id integer,
-	OUT repository text, OUT project text, OUT project_id integer, OUT type text,
-	OUT labels text[])
+-- One artifact for an event: where it is, its type, digest, labels and tags,
+-- its project's security settings and (when they ask for it) its severity.
+CREATE FUNCTION p2p_preheat._harbor_artifact(artifact_id integer,
+	OUT artifact_id integer, OUT repository text, OUT project text, OUT project_id integer,
+	OUT type text, OUT digest text, OUT labels text[], OUT tags text[],
+	OUT content_trust boolean, OUT prevent_vul boolean, OUT severity text,
+	OUT vulnerability integer)
 RETURNS record
 AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_artifact'
+LANGUAGE C STABLE STRICT;
+
+-- A project's name and the security settings Harbor's preheat reads.
+CREATE FUNCTION p2p_preheat._harbor_project(project_id integer,
+	OUT project text, OUT content_trust boolean, OUT prevent_vul boolean, OUT severity text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_project'
 LANGUAGE C STABLE STRICT;
 
 -- Harbor 2.12's scope column, per policy that has one.
@@ -98,6 +110,68 @@ AS 'MODULE_PATHNAME', 'p2p_preheat_as_object'
 LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 /*
+ * Harbor 2.12's scope column into extra_attrs, under the name Harbor 2.13+
+ * and Dragonfly accept; a scope already in extra_attrs wins.  Read and
+ * written as Harbor.  Returns how many policies changed.
+ */
+CREATE FUNCTION p2p_preheat._carry_scope()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	doc jsonb;
+	n bigint := 0;
+BEGIN
+	FOR s IN SELECT * FROM p2p_preheat._harbor_scopes() LOOP
+		doc := p2p_preheat._as_object(s.extra_attrs);
+		CONTINUE WHEN doc IS NULL OR doc ? 'scope';
+		PERFORM p2p_preheat._harbor_set_extra_attrs(s.id,
+			(jsonb_build_object('scope', CASE s.scope WHEN 'single_peer' THEN 'single_seed_peer'
+													  ELSE s.scope END) || doc)::text);
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+/*
+ * Harbor 2.12 keeps writing scope after the extension attached, and 2.13's
+ * migration drops the column: before any ALTER TABLE, while the column is
+ * still there, carry what it holds.  Never fails Harbor's migration.
+ */
+CREATE FUNCTION p2p_preheat._on_alter_table()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF current_setting('check_function_bodies') = 'off'
+	   OR NOT EXISTS (SELECT FROM p2p_preheat.harbor h
+					   WHERE (SELECT count(*) FROM pg_attribute a
+							   WHERE a.attrelid = h.policy_table AND a.attname IN ('scope', 'extra_attrs')
+								 AND NOT a.attisdropped) = 2) THEN
+		RETURN;
+	END IF;
+	BEGIN
+		n := p2p_preheat._carry_scope();
+		IF n > 0 THEN
+			RAISE NOTICE 'p2p_preheat: carried scope into extra_attrs for % policies', n;
+		END IF;
+	EXCEPTION WHEN OTHERS THEN
+		RAISE WARNING 'p2p_preheat could not carry scope into extra_attrs: %', SQLERRM;
+	END;
+END
+$$;
+
+CREATE EVENT TRIGGER p2p_preheat_carry_scope ON ddl_command_start
+	WHEN TAG IN ('ALTER TABLE')
+	EXECUTE FUNCTION p2p_preheat._on_alter_table();
+
+/*
  * Attaches the extension to Harbor's policy table: records Harbor, adds
  * extra_attrs if missing, carries Harbor 2.12's scope into it, and puts the
  * extension's triggers on Harbor's tables.  Safe to run again.  Every step
@@ -112,10 +186,7 @@ DECLARE
 	rel record;
 	known p2p_preheat.harbor;
 	ea_type regtype;
-	s record;
-	doc jsonb;
 	migrated bigint := 0;
-	tag regclass;
 BEGIN
 	SELECT c.relkind, c.relpersistence, n.nspname, c.relowner::regrole AS owner
 	  INTO rel
@@ -150,23 +221,29 @@ BEGIN
 		-- writes '' for "no attributes", keep working.  No default: a
 		-- catalog change, no table rewrite.
 		EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS extra_attrs text', policy_table);
-	ELSIF ea_type NOT IN ('json'::regtype, 'jsonb'::regtype, 'text'::regtype,
-						  'character varying'::regtype) THEN
+	ELSIF ea_type IN ('json'::regtype, 'jsonb'::regtype) THEN
+		-- The proposal's json: Harbor 2.13+ writes '' for "no attributes",
+		-- which json refuses, so every save of such a policy would fail.
+		-- text takes whatever json took, and the trigger still validates
+		-- it.  json and text are not binary-coercible: this rewrites the
+		-- table (one row per policy) under the caller's lock_timeout.
+		BEGIN
+			EXECUTE format('ALTER TABLE %s ALTER COLUMN extra_attrs TYPE text USING extra_attrs::text',
+						   policy_table);
+			RAISE NOTICE 'p2p_preheat: extra_attrs of % is now text (was %), as Harbor 2.13+ creates it',
+				policy_table, ea_type;
+		EXCEPTION WHEN feature_not_supported OR dependent_objects_still_exist THEN
+			RAISE WARNING 'p2p_preheat: extra_attrs of % stays %: %', policy_table, ea_type, SQLERRM
+				USING HINT = 'Harbor 2.13+ cannot save a policy without attributes into it; change it to text once what depends on it allows.';
+		END;
+	ELSIF ea_type NOT IN ('text'::regtype, 'character varying'::regtype) THEN
 		RAISE EXCEPTION 'cannot attach p2p_preheat to %: extra_attrs is of type %', policy_table, ea_type
 			USING ERRCODE = 'datatype_mismatch',
 				  HINT = 'extra_attrs must be text, json, jsonb or varchar.';
 	END IF;
 
-	-- Harbor 2.13 drops scope without moving it: move it first, under the
-	-- name Harbor 2.13+ and Dragonfly accept.  Read and written as Harbor.
-	FOR s IN SELECT * FROM p2p_preheat._harbor_scopes() LOOP
-		doc := p2p_preheat._as_object(s.extra_attrs);
-		CONTINUE WHEN doc IS NULL OR doc ? 'scope';
-		PERFORM p2p_preheat._harbor_set_extra_attrs(s.id,
-			(jsonb_build_object('scope', CASE s.scope WHEN 'single_peer' THEN 'single_seed_peer'
-													  ELSE s.scope END) || doc)::text);
-		migrated := migrated + 1;
-	END LOOP;
+	-- Harbor 2.13 drops scope without moving it: move it first
+	migrated := p2p_preheat._carry_scope();
 	IF migrated > 0 THEN
 		RAISE NOTICE 'p2p_preheat: carried scope into extra_attrs for % policies of %', migrated, policy_table;
 	END IF;
@@ -182,13 +259,8 @@ BEGIN
 					FOR EACH ROW EXECUTE FUNCTION p2p_preheat._on_policy_change()', policy_table);
 	EXECUTE format('ALTER TRIGGER p2p_preheat_policy_sync ON %s DEPENDS ON EXTENSION p2p_preheat',
 				   policy_table);
-	tag := to_regclass(format('%I.tag', rel.nspname));
-	IF tag IS NOT NULL THEN
-		EXECUTE format('CREATE OR REPLACE TRIGGER p2p_preheat_push
-						AFTER INSERT OR UPDATE OF artifact_id ON %s
-						FOR EACH ROW EXECUTE FUNCTION p2p_preheat._on_tag()', tag);
-		EXECUTE format('ALTER TRIGGER p2p_preheat_push ON %s DEPENDS ON EXTENSION p2p_preheat', tag);
-	END IF;
+	-- Harbor's three events: push, label added, scan completed (60_events.sql)
+	PERFORM p2p_preheat._attach_events(rel.nspname);
 
 	PERFORM p2p_preheat._sync_all_policies();
 END

@@ -1,25 +1,39 @@
 /*
- * Harbor's event-based policies (a push queues what they ask for) and its
- * scheduled policies (mirrored as pg_cron jobs).  A trigger on the policy
- * table keeps both in step with every change to a policy.
+ * Harbor's event-based policies and its scheduled policies (mirrored as
+ * pg_cron jobs).  Harbor raises three events that preheat (docs/
+ * harbor-and-dragonfly.md, "Events"); each shows in its tables as a write
+ * that a trigger here turns into what Harbor would queue:
+ *  - push: a tag inserted, or moved to another artifact (IMAGE only; the
+ *    pushed tag alone);
+ *  - label added: a label_reference row inserted (IMAGE only; every tag);
+ *  - scan completed: a scan task (IMAGE_SCAN, SCAN_ALL or SBOM) turning to
+ *    Success, its extra_attrs naming the artifact (every tag).
+ * A trigger on the policy table keeps the parsed policies and the pg_cron
+ * jobs in step with every change to a policy.  Nothing here fails Harbor's
+ * write: a problem is written to event_error, per policy.
  */
 
--- Event-based policies, parsed once when saved, for matching on every push.
+-- Event-based policies, parsed once when saved, for matching on every event.
 CREATE TABLE p2p_preheat.event_policy (
 	policy_id integer PRIMARY KEY,
 	project_id integer NOT NULL,
 	provider_id integer NOT NULL,
-	repo_pattern text,
-	tag_pattern text,
+	vendor text,
+	repo_pattern text,				-- the first repository filter; NULL: none
+	tag_pattern text,				-- the first tag filter
+	more_patterns jsonb,			-- {"repository": [...], "tag": [...]}: any further ones
+
 	labels text[] NOT NULL DEFAULT '{}',
-	attrs jsonb NOT NULL DEFAULT '{}'
+	own_filters integer NOT NULL DEFAULT 0,	-- filters left once signature and vulnerability are dropped
+	attrs jsonb NOT NULL DEFAULT '{}',
+	problem text							-- why the policy cannot run: each event skips it and says so
 );
 CREATE INDEX event_policy_project ON p2p_preheat.event_policy (project_id);
 
 COMMENT ON TABLE p2p_preheat.event_policy IS
-'Enabled event-based policies, parsed when saved, matched against every push';
+'Enabled event-based policies, parsed when saved, matched against every push, label and scan';
 
--- What went wrong on a push: recorded here, never raised into Harbor's push.
+-- What went wrong for an event: recorded here, never raised into Harbor's write.
 CREATE TABLE p2p_preheat.event_error (
 	id bigserial PRIMARY KEY,
 	at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -32,7 +46,7 @@ CREATE TABLE p2p_preheat.event_error (
 );
 
 COMMENT ON TABLE p2p_preheat.event_error IS
-'Problems met while queueing preheats for pushed tags (bad filters, missing instance, ...); the push itself always commits';
+'Problems met while queueing preheats for Harbor''s events (bad filters, missing instance, ...); Harbor''s write always commits';
 
 -- Harbor's 6-field cron (seconds first) as pg_cron's 5 fields.
 CREATE FUNCTION p2p_preheat.harbor_cron_to_pg_cron(cron text)
@@ -71,8 +85,13 @@ AS $$
 	SELECT to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)') IS NOT NULL
 $$;
 
--- Brings one policy's event cache and pg_cron job in line with its row.
-CREATE FUNCTION p2p_preheat._sync_policy(policy_id integer)
+/*
+ * Brings one policy's event cache and pg_cron job in line with its row.  A
+ * policy whose filters or attributes are broken is refused when saved
+ * (strict); one found broken otherwise (on install) is kept with its problem,
+ * so that each event says why it skips it, as Harbor's log would.
+ */
+CREATE FUNCTION p2p_preheat._sync_policy(policy_id integer, strict boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -82,6 +101,7 @@ DECLARE
 	kind text;
 	cron text;
 	f record;
+	attrs jsonb;
 	cron_job text := 'p2p_preheat_policy_' || policy_id;
 BEGIN
 	BEGIN
@@ -91,21 +111,35 @@ BEGIN
 		kind := NULL;
 	END;
 
-	-- push events
+	-- events
 	DELETE FROM p2p_preheat.event_policy e WHERE e.policy_id = _sync_policy.policy_id;
 	IF pol.id IS NOT NULL AND coalesce(pol.enabled, false) AND kind = 'event_based' THEN
-		f := p2p_preheat._parse_filters(pol.filters, format('preheat policy "%s" (id %s)', pol.name, policy_id));
-		INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, repo_pattern,
-											  tag_pattern, labels, attrs)
-		VALUES (policy_id, pol.project_id, pol.provider_id, f.repo_pattern, f.tag_pattern, f.labels,
-				p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs));
+		BEGIN
+			f := p2p_preheat._parse_filters(pol.filters, format('preheat policy "%s" (id %s)', pol.name, policy_id));
+			attrs := p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs);
+			INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, vendor, repo_pattern,
+												  tag_pattern, more_patterns, labels, own_filters, attrs)
+			VALUES (policy_id, pol.project_id, pol.provider_id, pol.vendor, f.repo_patterns[1], f.tag_patterns[1],
+					CASE WHEN cardinality(f.repo_patterns) > 1 OR cardinality(f.tag_patterns) > 1
+						 THEN jsonb_build_object('repository', to_jsonb(f.repo_patterns[2:]),
+												 'tag', to_jsonb(f.tag_patterns[2:])) END,
+					f.labels, f.own_filters, attrs);
+		EXCEPTION WHEN OTHERS THEN
+			IF strict THEN
+				RAISE;
+			END IF;
+			INSERT INTO p2p_preheat.event_policy (policy_id, project_id, provider_id, vendor, problem)
+			VALUES (policy_id, pol.project_id, pol.provider_id, pol.vendor, SQLERRM);
+			RAISE WARNING 'p2p_preheat: event-based policy % is skipped by every event: %', policy_id, SQLERRM;
+		END;
 	END IF;
 
-	-- schedules
+	-- schedules, when the database runs the policies
 	IF NOT p2p_preheat._cron_available() THEN
 		RETURN;
 	END IF;
-	IF pol.id IS NOT NULL AND coalesce(pol.enabled, false) AND kind = 'scheduled' THEN
+	IF pol.id IS NOT NULL AND coalesce(pol.enabled, false) AND kind = 'scheduled'
+	   AND p2p_preheat._database_runs_policies() THEN
 		IF coalesce(cron, '') = '' THEN
 			RAISE EXCEPTION 'scheduled preheat policy "%" (id %) has no cron', pol.name, policy_id
 				USING ERRCODE = 'invalid_parameter_value';
@@ -138,7 +172,7 @@ BEGIN
 	END;
 	FOREACH id IN ARRAY ids LOOP
 		BEGIN
-			PERFORM p2p_preheat._sync_policy(id);
+			PERFORM p2p_preheat._sync_policy(id, false);
 		EXCEPTION WHEN OTHERS THEN
 			RAISE WARNING 'p2p_preheat: policy %: %', id, SQLERRM;
 		END;
@@ -163,57 +197,231 @@ END
 $$;
 
 /*
- * A pushed tag, or a tag moved to another image: queue what event-based
- * policies of the project ask for.  Nothing here can fail the push: a
- * problem is written to event_error.
+ * One of Harbor's events on one artifact: queue what the project's enabled
+ * event-based policies ask for, as Harbor's enforcer does for an event.
+ * kind is push (only pushed_tag), label or scan (every tag of the artifact).
+ * Filters AND together, the project's security settings replace the
+ * policies' signature and vulnerability filters, and a policy that cannot
+ * run (broken filters, no filters, no instance) is skipped with a row in
+ * event_error while the others go on.  Nothing raised here reaches Harbor.
  */
+CREATE FUNCTION p2p_preheat._on_artifact_event(kind text, artifact integer, pushed_tag text,
+	repository_id integer)
+RETURNS void
+LANGUAGE plpgsql
+-- no SET clause, for speed: only the event triggers call it, and they pin
+-- search_path; every object here is qualified
+AS $$
+DECLARE
+	a record;
+	tags text[];
+	path text;
+	below integer;
+	security_filters integer;
+	blocked boolean;
+	notes text[];
+	m record;
+	inst p2p_preheat.harbor_instance;
+	registry text;
+	eid bigint;
+BEGIN
+	IF NOT p2p_preheat._database_runs_policies() OR NOT EXISTS (SELECT FROM p2p_preheat.event_policy) THEN
+		RETURN;
+	END IF;
+	BEGIN
+		a := p2p_preheat._harbor_artifact(artifact);
+		-- Harbor preheats pushed and labelled images only, and a scanned
+		-- artifact of a type it can preheat (IMAGE, CNAI)
+		IF a.artifact_id IS NULL
+		   OR (kind IN ('push', 'label') AND a.type IS DISTINCT FROM 'IMAGE')
+		   OR (kind = 'scan' AND a.type NOT IN ('IMAGE', 'CNAI')) THEN
+			RETURN;
+		END IF;
+		tags := CASE WHEN kind = 'push' THEN ARRAY[pushed_tag] ELSE a.tags END;
+		path := pg_catalog.substr(a.repository, pg_catalog.length(a.project) + 2);
+		-- the filters the project's settings add (the notes only when needed)
+		below := CASE WHEN a.prevent_vul AND a.severity <> '' THEN p2p_preheat._severity_code(a.severity) END;
+		security_filters := a.content_trust::integer + (below IS NOT NULL)::integer;
+		-- Harbor's signature filter passes nothing; its vulnerability filter
+		-- passes only artifacts below the project's severity
+		blocked := a.content_trust OR coalesce(a.vulnerability >= below, false);
+
+		-- every policy of the project that cannot run (said so) or matches
+		FOR m IN
+			SELECT ep.policy_id, ep.provider_id, ep.vendor, ep.attrs,
+				   coalesce(ep.problem, CASE WHEN ep.own_filters + security_filters = 0
+						THEN 'it has no filters to apply (Harbor refuses to run a policy without filters)' END) AS problem,
+				   ARRAY(SELECT t.tag FROM pg_catalog.unnest(tags) t(tag)
+						  WHERE (ep.tag_pattern IS NULL OR p2p_preheat.doublestar_match(ep.tag_pattern, t.tag))
+							AND (ep.more_patterns IS NULL OR
+								 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, t.tag))
+									FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'tag') p) IS NOT FALSE)
+						  ORDER BY t.tag) AS tags
+			  FROM p2p_preheat.event_policy ep
+			 WHERE ep.project_id = a.project_id
+			   AND (ep.problem IS NOT NULL OR ep.own_filters + security_filters = 0
+					OR (NOT blocked
+						AND ep.labels OPERATOR(pg_catalog.<@) a.labels
+						AND (ep.repo_pattern IS NULL OR p2p_preheat.doublestar_match(ep.repo_pattern, path))
+						AND (ep.more_patterns IS NULL OR
+							 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, path))
+								FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'repository') p) IS NOT FALSE)))
+			 ORDER BY ep.policy_id
+		LOOP
+			IF m.problem IS NULL AND pg_catalog.cardinality(m.tags) = 0 THEN
+				CONTINUE;		-- no tag passes the tag filters
+			ELSIF m.problem IS NOT NULL THEN
+				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
+				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, '22023',
+						pg_catalog.format('%s event skipped for this policy: %s', kind, m.problem));
+				CONTINUE;
+			END IF;
+			-- one policy's failure never stops the others
+			BEGIN
+				inst := p2p_preheat._harbor_instance(m.provider_id);
+				IF inst.id IS NULL OR NOT coalesce(inst.enabled, true) THEN
+					RAISE EXCEPTION 'preheat instance % %', m.provider_id,
+						CASE WHEN inst.id IS NULL THEN 'does not exist' ELSE 'is disabled' END
+						USING ERRCODE = 'object_not_in_prerequisite_state';
+				END IF;
+				registry := p2p_preheat._registry_url();
+				IF notes IS NULL THEN
+					notes := (p2p_preheat._security(a.project, a.content_trust, a.prevent_vul, a.severity)).notes;
+				END IF;
+				INSERT INTO p2p_preheat.execution (policy_id, trigger, candidates, notes)
+				VALUES (m.policy_id, 'event_based', pg_catalog.cardinality(m.tags), notes) RETURNING id INTO eid;
+				INSERT INTO p2p_preheat.execution_job (execution_id, job_id, artifact_id, tag)
+				SELECT eid, e.job_id, artifact, substring(e.url FROM '/manifests/(.*)$')
+				  FROM p2p_preheat._enqueue(m.policy_id, m.provider_id,
+						ARRAY(SELECT registry || '/v2/' || a.repository || '/manifests/' || t
+								FROM pg_catalog.unnest(m.tags) t),
+						CASE WHEN m.vendor = 'kraken' THEN m.attrs || pg_catalog.jsonb_build_object('digest', a.digest)
+							 ELSE m.attrs END) e
+				ON CONFLICT DO NOTHING;
+			EXCEPTION WHEN OTHERS THEN
+				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
+				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
+						pg_catalog.format('%s event: %s', kind, SQLERRM));
+			END;
+		END LOOP;
+	EXCEPTION WHEN OTHERS THEN
+		INSERT INTO p2p_preheat.event_error (repository_id, artifact_id, tag, sqlstate, error)
+		VALUES (_on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
+				pg_catalog.format('%s event: %s', kind, SQLERRM));
+	END;
+END
+$$;
+
+-- push: a tag inserted, or moved to another artifact
 CREATE FUNCTION p2p_preheat._on_tag()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	m record;
-	inst p2p_preheat.harbor_instance;
-	jid bigint;
-	eid bigint;
 BEGIN
 	IF TG_OP = 'UPDATE' AND NEW.artifact_id IS NOT DISTINCT FROM OLD.artifact_id THEN
 		RETURN NULL;
 	END IF;
-	BEGIN
-		FOR m IN
-			SELECT ep.policy_id, ep.provider_id, ep.attrs, a.repository
-			  FROM p2p_preheat._harbor_artifact(NEW.repository_id, NEW.artifact_id) a
-			  JOIN p2p_preheat.event_policy ep ON ep.project_id = a.project_id
-			 WHERE a.type = 'IMAGE'
-			   AND (ep.repo_pattern IS NULL OR
-					p2p_preheat.doublestar_match(ep.repo_pattern, substr(a.repository, length(a.project) + 2)))
-			   AND (ep.tag_pattern IS NULL OR p2p_preheat.doublestar_match(ep.tag_pattern, NEW.name))
-			   AND ep.labels <@ a.labels
-		LOOP
-			inst := p2p_preheat._harbor_instance(m.provider_id);
-			IF inst.id IS NULL OR NOT coalesce(inst.enabled, true) THEN
-				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, error)
-				VALUES (m.policy_id, NEW.repository_id, NEW.artifact_id, NEW.name,
-						format('preheat instance %s %s', m.provider_id,
-							   CASE WHEN inst.id IS NULL THEN 'does not exist' ELSE 'is disabled' END));
-				CONTINUE;
-			END IF;
-			SELECT e.job_id INTO jid
-			  FROM p2p_preheat._enqueue(m.policy_id, m.provider_id,
-					ARRAY[p2p_preheat._registry_url() || '/v2/' || m.repository || '/manifests/' || NEW.name],
-					m.attrs) e;
-			INSERT INTO p2p_preheat.execution (policy_id, trigger, candidates)
-			VALUES (m.policy_id, 'event_based', 1) RETURNING id INTO eid;
-			INSERT INTO p2p_preheat.execution_job (execution_id, job_id, artifact_id, tag)
-			VALUES (eid, jid, NEW.artifact_id, NEW.name);
-		END LOOP;
-	EXCEPTION WHEN OTHERS THEN
-		INSERT INTO p2p_preheat.event_error (repository_id, artifact_id, tag, sqlstate, error)
-		VALUES (NEW.repository_id, NEW.artifact_id, NEW.name, SQLSTATE, SQLERRM);
-	END;
+	PERFORM p2p_preheat._on_artifact_event('push', NEW.artifact_id, NEW.name, NEW.repository_id);
 	RETURN NULL;
+END
+$$;
+
+-- label added: a label_reference row inserted
+CREATE FUNCTION p2p_preheat._on_label()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM p2p_preheat._on_artifact_event('label', NEW.artifact_id, NULL, NULL);
+	RETURN NULL;
+END
+$$;
+
+/*
+ * scan completed: Harbor raises it when a scan task (of an IMAGE_SCAN,
+ * SCAN_ALL or SBOM execution) reaches Success, for the artifact its
+ * extra_attrs name; Error and Stopped raise other events.  The trigger has
+ * no column list or WHEN clause, so that Harbor's migrations may alter the
+ * task table's columns.
+ */
+CREATE FUNCTION p2p_preheat._on_scan_task()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	task jsonb;
+	artifact integer;
+BEGIN
+	-- read as JSON, so that a column Harbor renames or drops never fails
+	-- Harbor's update of a task
+	IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+		RETURN NULL;
+	END IF;
+	task := to_jsonb(NEW);
+	IF task->>'status' IS DISTINCT FROM 'Success'
+	   OR coalesce(task->>'vendor_type', '') NOT IN ('IMAGE_SCAN', 'SCAN_ALL', 'SBOM') THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		artifact := (task->'extra_attrs'->>'artifact_id')::integer;
+	EXCEPTION WHEN OTHERS THEN
+		INSERT INTO p2p_preheat.event_error (sqlstate, error)
+		VALUES (SQLSTATE, format('scan event: task %s names no artifact: %s', task->>'id', SQLERRM));
+		RETURN NULL;
+	END;
+	IF artifact > 0 THEN
+		PERFORM p2p_preheat._on_artifact_event('scan', artifact, NULL, NULL);
+	END IF;
+	RETURN NULL;
+END
+$$;
+
+/*
+ * With p2p_preheat.run_policies = database the database runs event-based
+ * and scheduled policies, so Harbor's own execution for them is not
+ * recorded: Harbor's enforcer then launches no job (it logs that it could
+ * not create the execution).  Manual runs from Harbor's UI stay Harbor's,
+ * and every other execution (scans, replication, ...) is untouched.
+ */
+CREATE FUNCTION p2p_preheat._on_harbor_execution()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.vendor_type = 'P2P_PREHEAT' AND NEW.trigger IN ('event_based', 'scheduled')
+	   AND p2p_preheat._database_runs_policies() THEN
+		RETURN NULL;
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+-- The event triggers on Harbor's tables in schema nsp, for those that exist.
+CREATE FUNCTION p2p_preheat._attach_events(nsp name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	rel regclass;
+BEGIN
+	FOR t IN SELECT * FROM (VALUES
+		('tag', 'p2p_preheat_push', 'AFTER INSERT OR UPDATE OF artifact_id', '_on_tag'),
+		('label_reference', 'p2p_preheat_label', 'AFTER INSERT', '_on_label'),
+		('task', 'p2p_preheat_scan', 'AFTER UPDATE', '_on_scan_task'),
+		('execution', 'p2p_preheat_runner', 'BEFORE INSERT', '_on_harbor_execution')) v(tbl, tg, timing, fn)
+	LOOP
+		rel := to_regclass(format('%I.%I', nsp, t.tbl));
+		CONTINUE WHEN rel IS NULL;
+		EXECUTE format('CREATE OR REPLACE TRIGGER %I %s ON %s FOR EACH ROW EXECUTE FUNCTION p2p_preheat.%I()',
+					   t.tg, t.timing, rel, t.fn);
+		EXECUTE format('ALTER TRIGGER %I ON %s DEPENDS ON EXTENSION p2p_preheat', t.tg, rel);
+	END LOOP;
 END
 $$;
 

@@ -42,6 +42,7 @@
 #include "harbor_auth.h"
 #include "harbor_token.h"
 #include "http.h"
+#include "kraken.h"
 
 int			dispatch_max_attempts = 8;
 int			dispatch_retry_base_ms = 1000;
@@ -341,8 +342,8 @@ unsendable(DispatchJob *j, const char *cred_error)
 		return psprintf("preheat instance %d does not exist", j->instance_id);
 	if (!j->enabled)
 		return psprintf("preheat instance %d is disabled", j->instance_id);
-	if (!ea_vendor_is_dragonfly(j->vendor))
-		return psprintf("preheat instance %d is a %s instance; p2p_preheat sends to dragonfly only",
+	if (!ea_vendor_is_dragonfly(j->vendor) && !kraken_vendor(j->vendor))
+		return psprintf("preheat instance %d is a %s instance; p2p_preheat sends to dragonfly and kraken only",
 						j->instance_id, j->vendor ? j->vendor : "(no vendor)");
 	if (j->endpoint == NULL ||
 		(pg_strncasecmp(j->endpoint, "http://", 7) != 0 &&
@@ -383,7 +384,22 @@ prepare(DispatchJob *j, const char *username, const char *password,
 	j->req.cxt = CurrentMemoryContext;	/* answers live with their job */
 	j->req.auth_header = auth;
 	j->req.insecure = j->insecure;
-	if (j->is_poll)
+	if (kraken_vendor(j->vendor))
+	{
+		/* Kraken: one notification, done at once (src/kraken.c) */
+		char	   *error = NULL;
+
+		j->req.method = "POST";
+		j->req.url = kraken_notify_url(j->endpoint);
+		j->req.body = kraken_notification(j->url, j->attrs, &error);
+		if (error)
+		{
+			secret_free(auth);
+			j->req.auth_header = NULL;
+			fail_now(j, error);
+		}
+	}
+	else if (j->is_poll)
 	{
 		j->req.method = "GET";
 		j->req.url = df_jobs_url(j->endpoint, j->df_id);
@@ -468,7 +484,10 @@ dispatch_pump(DispatchQueue *q, long timeout_ms)
 		DispatchJob *j = done[i]->arg;
 		MemoryContext old = MemoryContextSwitchTo(j->req.cxt);
 
-		df_read_answer(&j->req, j->is_poll, &j->answer);
+		if (kraken_vendor(j->vendor))
+			kraken_read_answer(&j->req, &j->answer);
+		else
+			df_read_answer(&j->req, j->is_poll, &j->answer);
 		forget_secrets(j);
 		MemoryContextSwitchTo(old);
 		answered = lappend(answered, j);
@@ -576,6 +595,11 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 				sent = now;
 				polls = 0;
 				next = now + poll_offset(0);
+				c->sent++;
+				break;
+			case DF_SUCCEEDED:	/* Kraken: done on the answer */
+				state = JOB_SUCCEEDED;
+				sent = now;
 				c->sent++;
 				break;
 			case DF_RETRY:

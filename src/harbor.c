@@ -52,6 +52,7 @@ PG_FUNCTION_INFO_V1(p2p_preheat_harbor_policies);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_instance);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_candidates);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_artifact);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_project);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_scopes);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_set_extra_attrs);
 
@@ -71,9 +72,9 @@ typedef struct HarborRecord
 typedef struct HarborQuery
 {
 	const char *sql;			/* %1$s stands for Harbor's schema */
-	const char *tables[8];		/* every Harbor table it reads, NULL-ended */
+	const char *tables[16];		/* every Harbor table it reads, NULL-ended */
 	int			nargs;
-	Oid			argtypes[6];
+	Oid			argtypes[8];
 	SPIPlanPtr	plan;
 	NameData	plan_schema;
 } HarborQuery;
@@ -111,37 +112,115 @@ static HarborQuery q_instances = {
 	{"p2p_preheat_instance"}, 1, {INT4ARRAYOID}
 };
 
-/* Every tagged artifact of the project of the given types, filtered. */
+/*
+ * Harbor's vulnerability severity of artifact "a" for its preheat filter
+ * (docs/harbor-and-dragonfly.md, "filters"): 99 unless the artifact's digest
+ * has vulnerability reports and each report's latest scan task succeeded;
+ * then the highest severity among the reports' vulnerabilities whose CVE is
+ * not on the allowlist, 0 when none is left.  Severities are numbered as
+ * Harbor numbers them; a name Harbor does not know counts as 99.
+ */
+#define SEVERITY_CODE(s) \
+	"CASE " s " WHEN 'None' THEN 0 WHEN 'Unknown' THEN 0 WHEN 'Negligible' THEN 1" \
+	" WHEN 'Low' THEN 2 WHEN 'Medium' THEN 3 WHEN 'High' THEN 4 WHEN 'Critical' THEN 5 ELSE 99 END"
+
+#define ARTIFACT_SEVERITY(allowlist) \
+	"(SELECT CASE WHEN count(*) = 0 OR bool_or(st.status IS DISTINCT FROM 'Success') THEN 99" \
+	"             ELSE coalesce((SELECT max(" SEVERITY_CODE("v.severity::text") ")" \
+	"                              FROM %1$s.report_vulnerability_record rv" \
+	"                              JOIN %1$s.vulnerability_record v ON v.id = rv.vuln_record_id" \
+	"                             WHERE rv.report_uuid::text = ANY (array_agg(sr.uuid::text))" \
+	"                               AND NOT (v.cve_id::text = ANY (" allowlist "))), 0) END" \
+	"   FROM %1$s.scan_report sr" \
+	"   LEFT JOIN LATERAL (SELECT t.status::text AS status FROM %1$s.task t" \
+	"                       WHERE t.vendor_type::text IN ('IMAGE_SCAN', 'SCAN_ALL')" \
+	"                         AND (t.extra_attrs::jsonb -> 'report_uuids') ? sr.uuid::text" \
+	"                       ORDER BY t.id DESC LIMIT 1) st ON true" \
+	"  WHERE sr.digest::text = a.digest::text" \
+	"    AND sr.mime_type::text IN ('application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0'," \
+	"                               'application/vnd.security.vulnerability.report; version=1.1'))"
+
+/*
+ * The CVE ids a project's artifacts may carry without counting: the system
+ * allowlist (project 0) unless the project's reuse_sys_cve_allowlist says
+ * otherwise, as Harbor reads it; none once the list has expired.
+ */
+#define ALLOWLIST(project) \
+	"coalesce((SELECT array_agg(i ->> 'cve_id')" \
+	"            FROM %1$s.cve_allowlist c, json_array_elements(c.items::json) i" \
+	"           WHERE c.project_id = CASE WHEN coalesce((SELECT lower(m.value::text) FROM %1$s.project_metadata m" \
+	"                                                      WHERE m.project_id = " project \
+	"                                                        AND m.name::text = 'reuse_sys_cve_allowlist')," \
+	"                                                    'true') = 'true' THEN 0 ELSE " project " END" \
+	"             AND (c.expires_at IS NULL OR c.expires_at > extract(epoch FROM now()))), '{}')"
+
+#define SEVERITY_TABLES "scan_report", "report_vulnerability_record", "vulnerability_record", "task", \
+	"cve_allowlist", "project_metadata"
+
+/*
+ * Every tagged artifact of the project of the given types (or the one
+ * artifact $7), one row per tag, that passes the filters: repository and
+ * tag patterns, every label named, and with $6 a severity below $6.
+ */
 static HarborQuery q_candidates = {
-	"SELECT a.id AS artifact_id, r.name::text AS repository, t.name::text AS tag"
+	"SELECT a.id AS artifact_id, a.digest::text AS digest, r.name::text AS repository, t.name::text AS tag"
 	"  FROM %1$s.tag t"
 	"  JOIN %1$s.artifact a ON a.id = t.artifact_id"
 	"  JOIN %1$s.repository r ON r.repository_id = a.repository_id"
 	"  JOIN %1$s.project pr ON pr.project_id = a.project_id"
-	" WHERE a.project_id = $1 AND a.type::text = ANY ($5)"
+	" WHERE a.project_id = $1 AND a.type::text = ANY ($5) AND ($7 IS NULL OR a.id = $7)"
 	"   AND ($2 IS NULL OR p2p_preheat.doublestar_match($2, substr(r.name, length(pr.name) + 2)))"
 	"   AND ($3 IS NULL OR p2p_preheat.doublestar_match($3, t.name))"
 	"   AND (cardinality($4) = 0 OR"
 	"        (SELECT count(DISTINCT l.name) FROM %1$s.label_reference lr"
 	"           JOIN %1$s.harbor_label l ON l.id = lr.label_id"
-	"          WHERE lr.artifact_id = a.id AND l.name::text = ANY ($4)) = cardinality($4))",
-	{"tag", "artifact", "repository", "project", "label_reference", "harbor_label"},
-	5, {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID}
+	"          WHERE lr.artifact_id = a.id AND l.name::text = ANY ($4)) = cardinality($4))"
+	"   AND ($6 IS NULL OR " ARTIFACT_SEVERITY(ALLOWLIST("$1")) " < $6)",
+	{"tag", "artifact", "repository", "project", "label_reference", "harbor_label", SEVERITY_TABLES},
+	7, {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID, INT4OID}
 };
 
-/* A pushed tag's repository, project, artifact type and labels. */
+/*
+ * One artifact for an event: its repository, project, type, digest, labels
+ * and tags, its project's security settings, and (only when the project
+ * prevents vulnerable images) its severity.
+ */
+#define PROJECT_SETTING(project, key) \
+	"(SELECT m.value::text FROM %1$s.project_metadata m WHERE m.project_id = " project \
+	"    AND m.name::text = '" key "')"
+
 static HarborQuery q_artifact = {
-	"SELECT r.name::text AS repository, pr.name::text AS project, r.project_id,"
-	"       a.type::text AS type,"
+	"SELECT a.id AS artifact_id, r.name::text AS repository, pr.name::text AS project,"
+	"       a.project_id, a.type::text AS type, a.digest::text AS digest,"
 	"       ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
 	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
-	"              WHERE lr.artifact_id = a.id) AS labels"
-	"  FROM %1$s.repository r"
-	"  JOIN %1$s.project pr ON pr.project_id = r.project_id"
-	"  JOIN %1$s.artifact a ON a.id = $2"
-	" WHERE r.repository_id = $1",
-	{"repository", "project", "artifact", "label_reference", "harbor_label"},
-	2, {INT4OID, INT4OID}
+	"              WHERE lr.artifact_id = a.id) AS labels,"
+	"       ARRAY(SELECT t.name::text FROM %1$s.tag t WHERE t.artifact_id = a.id) AS tags,"
+	"       coalesce(m.content_trust, false) AS content_trust, coalesce(m.prevent_vul, false) AS prevent_vul,"
+	"       m.severity,"
+	"       CASE WHEN m.prevent_vul THEN " ARTIFACT_SEVERITY(ALLOWLIST("a.project_id")) " END AS vulnerability"
+	"  FROM %1$s.artifact a"
+	"  JOIN %1$s.repository r ON r.repository_id = a.repository_id"
+	"  JOIN %1$s.project pr ON pr.project_id = a.project_id"
+	"  LEFT JOIN LATERAL (SELECT bool_or(pm.name::text = 'enable_content_trust' AND pm.value::text = 'true') AS content_trust,"
+	"                            bool_or(pm.name::text = 'prevent_vul' AND pm.value::text = 'true') AS prevent_vul,"
+	"                            max(pm.value::text) FILTER (WHERE pm.name::text = 'severity') AS severity"
+	"                       FROM %1$s.project_metadata pm"
+	"                      WHERE pm.project_id = a.project_id"
+	"                        AND pm.name::text IN ('enable_content_trust', 'prevent_vul', 'severity')) m ON true"
+	" WHERE a.id = $1",
+	{"artifact", "repository", "project", "label_reference", "harbor_label", "tag", SEVERITY_TABLES},
+	1, {INT4OID}
+};
+
+/* A project's name and the security settings Harbor's preheat reads. */
+static HarborQuery q_project = {
+	"SELECT pr.name::text AS project,"
+	"       coalesce(" PROJECT_SETTING("pr.project_id", "enable_content_trust") " = 'true', false) AS content_trust,"
+	"       coalesce(" PROJECT_SETTING("pr.project_id", "prevent_vul") " = 'true', false) AS prevent_vul,"
+	"       " PROJECT_SETTING("pr.project_id", "severity") " AS severity"
+	"  FROM %1$s.project pr WHERE pr.project_id = $1",
+	{"project", "project_metadata"}, 1, {INT4OID}
 };
 
 static HarborQuery q_scopes = {
@@ -506,10 +585,10 @@ p2p_preheat_harbor_instance(PG_FUNCTION_ARGS)
 Datum
 p2p_preheat_harbor_candidates(PG_FUNCTION_ARGS)
 {
-	Datum		args[5];
-	char		nulls[5];
+	Datum		args[7];
+	char		nulls[7];
 
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 7; i++)
 	{
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
@@ -525,9 +604,17 @@ p2p_preheat_harbor_candidates(PG_FUNCTION_ARGS)
 Datum
 p2p_preheat_harbor_artifact(PG_FUNCTION_ARGS)
 {
-	Datum		args[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	Datum		arg = PG_GETARG_DATUM(0);
 
-	return one_row(fcinfo, &q_artifact, args, false);
+	return one_row(fcinfo, &q_artifact, &arg, false);
+}
+
+Datum
+p2p_preheat_harbor_project(PG_FUNCTION_ARGS)
+{
+	Datum		arg = PG_GETARG_DATUM(0);
+
+	return one_row(fcinfo, &q_project, &arg, false);
 }
 
 /* Harbor 2.12's scope per policy; none when the column is not there. */

@@ -21,6 +21,14 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* read from SQL only (p2p_preheat._database_runs_policies()) */
+static int	run_policies = 0;
+static const struct config_enum_entry run_policies_options[] = {
+	{"database", 0, false},
+	{"harbor", 1, false},
+	{NULL, 0, false}
+};
+
 void
 _PG_init(void)
 {
@@ -90,6 +98,11 @@ _PG_init(void)
 							   NULL, &http_ca_file, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
+	DefineCustomEnumVariable("p2p_preheat.run_policies",
+							 "Who runs Harbor's preheat policies: the database, or Harbor's job service.",
+							 "One runner per policy, so that no image is preheated twice.",
+							 &run_policies, 0, run_policies_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("p2p_preheat.allow_link_local",
 							 "Lets instance endpoints resolve to link-local, cloud metadata and unspecified addresses.",
 							 "Checked at connect time: 169.254.0.0/16, fe80::/10, 100.100.100.200, fd00:ec2::254, "

@@ -20,7 +20,10 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -154,6 +157,50 @@ column_numbers(FunctionCallInfo fcinfo, Relation rel, int *ea_att, int *pv_att)
 	*pv_att = cc->pv_att;
 }
 
+/*
+ * The proposal's scope "single_peer" is stored as "single_seed_peer", the
+ * name Harbor 2.13+ and Dragonfly accept: Harbor's own driver refuses any
+ * other name.  The document is rewritten (as jsonb prints it) only then.
+ */
+static HeapTuple
+store_seed_peer_scope(HeapTuple tup, TupleDesc desc, int ea_att, Oid ea_type,
+					  const char *json, int len)
+{
+	Form_pg_attribute att = TupleDescAttr(desc, ea_att - 1);
+	Jsonb	   *doc;
+	JsonbValue	scope;
+	Datum		path;
+	Datum		value;
+	bool		isnull = false;
+	char	   *out;
+
+	if (len < 13 || memmem(json, len, "\"single_peer\"", 13) == NULL)
+		return tup;
+	doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(json, len))));
+	if (!JB_ROOT_IS_OBJECT(doc) ||
+		!getKeyJsonValueFromContainer(&doc->root, "scope", 5, &scope) ||
+		scope.type != jbvString || scope.val.string.len != 11 ||
+		memcmp(scope.val.string.val, "single_peer", 11) != 0)
+		return tup;
+	path = PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("scope")}, 1,
+										   TEXTOID, -1, false, TYPALIGN_INT));
+	doc = DatumGetJsonbP(DirectFunctionCall4(jsonb_set, JsonbPGetDatum(doc), path,
+											 DirectFunctionCall1(jsonb_in, CStringGetDatum("\"single_seed_peer\"")),
+											 BoolGetDatum(false)));
+	if (ea_type == JSONBOID)
+		value = JsonbPGetDatum(doc);
+	else
+	{
+		out = JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+		/* a varchar(n) too short for the new name keeps the old one */
+		if (ea_type == VARCHAROID && att->atttypmod > VARHDRSZ &&
+			pg_mbstrlen(out) > att->atttypmod - VARHDRSZ)
+			return tup;
+		value = CStringGetTextDatum(out);
+	}
+	return heap_modify_tuple_by_cols(tup, desc, 1, &ea_att, &value, &isnull);
+}
+
 Datum
 p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 {
@@ -228,5 +275,7 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 	if (problems != NIL)
 		ea_report(linitial(problems), list_length(problems),
 				  describe_policy(newtup, desc));
+	if (ea_vendor_is_dragonfly(vendor))
+		newtup = store_seed_peer_scope(newtup, desc, ea_att, ea_type, json, len);
 	return PointerGetDatum(newtup);
 }

@@ -147,3 +147,96 @@ SELECT * FROM harbor_fixture.policy_columns();
 SELECT policy_name, path, problem FROM p2p_preheat.invalid_policies;
 \c contrib_regression
 DROP DATABASE harbor_json;
+
+-- Harbor's upgrades with the extension installed: 2.11's tables, the
+-- extension, then each later migration as Harbor runs it, with Harbor's own
+-- statements (its ORM sends untyped parameters) working at every step -------
+CREATE DATABASE harbor_upgrade;
+\c harbor_upgrade
+\set ECHO none
+\i test/fixtures/harbor.sql
+\set ECHO all
+SELECT harbor_fixture.create_tables('2.11');
+SELECT harbor_fixture.add_instances();
+INSERT INTO p2p_preheat_policy (name, project_id, provider_id, filters, trigger, enabled)
+VALUES ('old', 1, 1, '[{"type":"repository","value":"**"}]', '{"type":"manual"}', true);
+CREATE EXTENSION p2p_preheat;
+SELECT * FROM harbor_fixture.policy_columns();
+-- 2.12 adds scope, and Harbor 2.12 writes it (never extra_attrs)
+SELECT harbor_fixture.upgrade_to('2.12');
+PREPARE harbor_212_insert AS INSERT INTO p2p_preheat_policy
+	(name, description, project_id, provider_id, filters, trigger, enabled, creation_time, update_time, scope)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id;
+EXECUTE harbor_212_insert('seed', '', 1, 1, '[{"type":"repository","value":"**"}]', '{"type":"manual"}',
+	true, now(), now(), 'single_peer');
+EXECUTE harbor_212_insert('everyone', '', 1, 1, '[{"type":"repository","value":"**"}]', '{"type":"manual"}',
+	true, now(), now(), 'all_peers');
+-- 2.13 drops scope: its values are carried first, under the names 2.13+ uses
+SELECT harbor_fixture.upgrade_to('2.13');
+SELECT * FROM harbor_fixture.policy_columns();
+SELECT id, name, extra_attrs FROM p2p_preheat_policy ORDER BY id;
+-- Harbor 2.13+'s ORM: '' for no attributes, JSON text otherwise, all untyped
+PREPARE harbor_update AS UPDATE p2p_preheat_policy SET extra_attrs = $1, update_time = $2 WHERE id = $3;
+EXECUTE harbor_update('', now(), 1);
+EXECUTE harbor_update('{"scope":"all_peers","cluster_ids":[1]}', now(), 1);
+EXECUTE harbor_update('{"scope":"nowhere"}', now(), 1);
+PREPARE harbor_insert AS INSERT INTO p2p_preheat_policy
+	(name, description, project_id, provider_id, filters, trigger, enabled, creation_time, update_time, extra_attrs)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id;
+EXECUTE harbor_insert('plain', '', 1, 1, '[{"type":"tag","value":"v*"}]', '{"type":"manual"}', true, now(), now(), '');
+-- the proposal's scope name is stored as the one Harbor 2.13+ accepts
+EXECUTE harbor_insert('proposal', '', 1, 1, '[{"type":"tag","value":"v*"}]', '{"type":"manual"}', true, now(), now(),
+	'{"scope": "single_peer", "cluster_ids": [2]}');
+EXECUTE harbor_update('{"cluster_ids":[3],"scope":"single_peer"}', now(), 2);
+-- 2.14, 2.15.3 (bigint setup_timestamp) and 2.16 change nothing we rely on
+SELECT harbor_fixture.upgrade_to('2.14');
+SELECT harbor_fixture.upgrade_to('2.15.3');
+SELECT harbor_fixture.upgrade_to('2.16');
+UPDATE p2p_preheat_instance SET setup_timestamp = 4102444800 WHERE id = 1;
+SELECT (p2p_preheat._harbor_instance(1)).vendor;
+SELECT id, name, extra_attrs FROM p2p_preheat_policy ORDER BY id;
+SELECT * FROM p2p_preheat.invalid_policies;
+\c contrib_regression
+DROP DATABASE harbor_upgrade;
+
+-- The proposal's json column meets Harbor 2.13+: attach makes it text, which
+-- Harbor's '' fits; the rules still apply ----------------------------------
+CREATE DATABASE harbor_json_213;
+\c harbor_json_213
+\set ECHO none
+\i test/fixtures/harbor.sql
+\set ECHO all
+SELECT harbor_fixture.create_tables('proposal');
+SELECT harbor_fixture.add_instances();
+INSERT INTO p2p_preheat_policy (name, project_id, provider_id, extra_attrs)
+VALUES ('p', 1, 1, '{"scope": "all_peers"}');
+-- with json, Harbor 2.13+'s save of a policy without attributes fails
+PREPARE harbor_update AS UPDATE p2p_preheat_policy SET extra_attrs = $1 WHERE id = $2;
+EXECUTE harbor_update('', 1);
+CREATE EXTENSION p2p_preheat;
+SELECT * FROM harbor_fixture.policy_columns();
+SELECT harbor_fixture.upgrade_to('2.13');
+DEALLOCATE harbor_update;
+PREPARE harbor_update AS UPDATE p2p_preheat_policy SET extra_attrs = $1 WHERE id = $2;
+EXECUTE harbor_update('', 1);
+EXECUTE harbor_update('{"scope": "al_peers"}', 1);
+EXECUTE harbor_update('not json', 1);
+SELECT name, extra_attrs FROM p2p_preheat_policy;
+\c contrib_regression
+DROP DATABASE harbor_json_213;
+
+-- a json column that a view depends on cannot change type: the install warns,
+-- keeps json, and still validates
+CREATE DATABASE harbor_json_view;
+\c harbor_json_view
+\set ECHO none
+\i test/fixtures/harbor.sql
+\set ECHO all
+SELECT harbor_fixture.create_tables('proposal');
+SELECT harbor_fixture.add_instances();
+CREATE VIEW policy_attrs AS SELECT id, extra_attrs FROM p2p_preheat_policy;
+CREATE EXTENSION p2p_preheat;
+SELECT * FROM harbor_fixture.policy_columns();
+INSERT INTO p2p_preheat_policy (name, project_id, provider_id, extra_attrs) VALUES ('p', 1, 1, '{"scope": "al_peers"}');
+\c contrib_regression
+DROP DATABASE harbor_json_view;

@@ -14,7 +14,7 @@ UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-s
 INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, enabled) VALUES
 	(3, 'metadata', 'dragonfly', 'http://169.254.169.254', 'NONE', true);
 INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, filters)
-VALUES (1, 'p', 1, 1, true, '[]');
+VALUES (1, 'p', 1, 1, true, '[{"type":"repository","value":"**"}]');
 CREATE EXTENSION p2p_preheat;
 SELECT rolname FROM pg_roles WHERE rolname LIKE 'p2p_preheat%' ORDER BY 1;
 

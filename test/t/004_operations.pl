@@ -41,7 +41,7 @@ $node->safe_psql('postgres', qq{
 	VALUES (1, 1, 1, 'library/ops-app', 'sha256:o1', 'IMAGE', 'm', 'm');
 	INSERT INTO tag (repository_id, artifact_id, name) VALUES (1, 1, '1.0');
 	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, filters, extra_attrs)
-	VALUES (1, 'p', 1, 1, true, '[]', '{"scope": "all_peers"}');
+	VALUES (1, 'p', 1, 1, true, '[{"type":"repository","value":"**"}]', '{"scope": "all_peers"}');
 	CREATE EXTENSION p2p_preheat;
 });
 

@@ -101,7 +101,7 @@ $node->safe_psql('postgres', qq{
 	SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
 	UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-secret-1"}' WHERE id = 1;
 	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, filters)
-	VALUES (1, 'private', 1, 1, true, '[]');
+	VALUES (1, 'private', 1, 1, true, '[{"type":"repository","value":"**"}]');
 	CREATE EXTENSION p2p_preheat;
 });
 

@@ -57,7 +57,7 @@ my ($rc, $out, $err) = as_harbor(qq{
 	INSERT INTO artifact (id, project_id, repository_id, repository_name, digest, type, media_type, manifest_media_type)
 	VALUES (1, 1, 1, 'library/app', 'sha256:a1', 'IMAGE', 'm', 'm');
 	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, trigger, filters, scope)
-	VALUES (1, 'p1', 1, 1, true, '{"type": "event_based"}', '[]', 'all_peers');
+	VALUES (1, 'p1', 1, 1, true, '{"type": "event_based"}', '[{"type":"repository","value":"**"}]', 'all_peers');
 	CREATE TABLE public.pwn_log (at_user name, sess name, via text);
 	CREATE FUNCTION public.pwn(via text) RETURNS boolean LANGUAGE plpgsql AS \$\$
 	BEGIN
