@@ -276,10 +276,15 @@ sub peak_kb
 	my ($hwm) = $status =~ /VmHWM:\s+(\d+) kB/ or die "no VmHWM in $status";
 	return $hwm;
 }
-# The bound: a backend's own ~30 MB (shared memory it touches included),
-# plus p2p_preheat.answer_memory (16 MB) of answers held, plus the two copies
-# the record step makes of the job objects kept, plus one answer being parsed.
-my $bound_kb = 100 * 1024;
+# The bound: what an idle backend of this server holds (shared memory it
+# touches included; more on 18 than on 15), plus five times
+# p2p_preheat.answer_memory (16 MB): the answers held, the record step's
+# outcome array and its finished copy, one answer being parsed with its
+# parse tree, and the statement that writes them.  Without the cap, 60 such
+# answers took a backend to 0.8-1.8 GB.
+my $idle_kb = peak_kb('SELECT 1');
+my $bound_kb = $idle_kb + 5 * 16 * 1024;
+note "idle backend: $idle_kb kB; bound: $bound_kb kB";
 sub sixty
 {
 	my ($m) = @_;
