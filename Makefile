@@ -55,6 +55,7 @@ PROVE_TESTS = $(wildcard test/t/*.pl)
 export P2P_TEST_FIXTURES ?= $(abspath test/fixtures)
 export HARBOR_FIXTURE ?= $(abspath test/fixtures/harbor.sql)
 export FUZZ_GENERATOR ?= $(abspath test/fuzz/gen_extra_attrs.py)
+export P2P_PREHEAT_README ?= $(abspath README.md)
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-cast-function-type -DP2P_PREHEAT_VERSION=\"$(EXT_VERSION)\"

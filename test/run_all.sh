@@ -88,7 +88,8 @@ for major in $PG_MAJORS; do
 	# a copy of the tree the server's user can write in (results, tmp_check)
 	tree="$work/tree-$major"
 	mkdir -p "$tree"
-	cp -r "$REPO/Makefile" "$REPO/p2p_preheat.control" "$REPO/exports.map" "$REPO/README.md" "$REPO/sql" "$REPO/test" "$tree/"
+	# (the whole source: the Quick start and package tests build from it)
+	tar -C "$REPO" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - . | tar -C "$tree" -xf -
 	[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$tree"
 
 	rm -rf "$work/server" && mkdir -p "$work/server"
