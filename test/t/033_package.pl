@@ -17,6 +17,11 @@ use Test::More;
 my $readme = $ENV{P2P_PREHEAT_README} or die "P2P_PREHEAT_README is not set";
 my $repo = dirname($readme);
 my $pg_config = $ENV{PG_CONFIG} || 'pg_config';
+# Debian's packaging tools build for the majors Debian packages (15 on
+# Debian 12); PostgreSQL 18 here is a source build with no Debian package.
+my ($major) = `$pg_config --version` =~ /PostgreSQL (\d+)/;
+plan skip_all => "Debian 12 packages PostgreSQL 15, not $major: no postgresql-$major-p2p-preheat to build"
+  unless -d "/usr/lib/postgresql/$major/lib/pgxs" && `$pg_config --bindir` =~ m{^/usr/lib/postgresql/};
 my $tmp = PostgreSQL::Test::Utils::tempdir();
 
 # ---- build ------------------------------------------------------------------
