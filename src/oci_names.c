@@ -20,6 +20,11 @@
  */
 #include "postgres.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "fmgr.h"
@@ -27,6 +32,8 @@
 #include "utils/builtins.h"
 
 #include "compat.h"
+#include "http.h"
+#include "miscadmin.h"
 #include "oci_names.h"
 
 #define MAX_REPOSITORY 255
@@ -289,6 +296,85 @@ check_image_name(const char *repository, const char *reference)
 		refuse("reference", reference, why, IMAGE_HINT);
 }
 
+/*
+ * The manifest's host must not be an address the dispatcher itself would
+ * refuse (link-local, cloud metadata, unspecified): Dragonfly would fetch
+ * it, with the registry's credentials.  A name is resolved here, at queue
+ * time, with glibc's asynchronous resolver, so the wait is bounded and query
+ * cancel stops it.  A name that does not resolve is left to Dragonfly.
+ */
+#define RESOLVE_TIMEOUT_MS 2000
+
+static void
+check_manifest_host(const char *url, const char *host)
+{
+	struct addrinfo hints = {0};
+	struct gaicb req = {0};
+	struct gaicb *list[1] = {&req};
+	char	   *name = pstrdup(host);
+	int			waited = 0;
+	int			rc;
+
+	if (http_allow_link_local)
+		return;
+	/* [v6] literals lose their brackets */
+	if (name[0] == '[')
+	{
+		name++;
+		name[strcspn(name, "]")] = '\0';
+	}
+	hints.ai_socktype = SOCK_STREAM;
+	req.ar_name = name;
+	req.ar_request = &hints;
+	if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0)
+		return;
+	while ((rc = gai_error(&req)) == EAI_INPROGRESS)
+	{
+		struct timespec ts = {0, 50 * 1000 * 1000};
+
+		if (InterruptPending || waited >= RESOLVE_TIMEOUT_MS)
+		{
+			/* the lookup may still be running: wait for it before leaving */
+			if (gai_cancel(&req) == EAI_NOTCANCELED)
+				while (gai_error(&req) == EAI_INPROGRESS)
+					(void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
+			if (req.ar_result)
+				freeaddrinfo(req.ar_result);
+			CHECK_FOR_INTERRUPTS();
+			return;				/* too slow to tell: Dragonfly resolves it */
+		}
+		(void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
+		waited += 50;
+	}
+	if (rc != 0 || req.ar_result == NULL)
+		return;
+	for (struct addrinfo *ai = req.ar_result; ai; ai = ai->ai_next)
+	{
+		const unsigned char *a = NULL;
+		const char *why;
+
+		if (ai->ai_family == AF_INET)
+			a = (const unsigned char *) &((struct sockaddr_in *) ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			a = ((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr.s6_addr;
+		if (a && (why = http_address_refusal(ai->ai_family, a)) != NULL)
+		{
+			char		addr[INET6_ADDRSTRLEN] = "?";
+			char	   *rule;
+
+			inet_ntop(ai->ai_family, a, addr, sizeof(addr));
+			rule = strcmp(name, addr) == 0 ?
+				psprintf("its host is %s, %s", addr, why) :
+				psprintf("its host %s is %s, %s", host, addr, why);
+			freeaddrinfo(req.ar_result);
+			refuse("url", url, rule,
+				   "Dragonfly would fetch this manifest with the registry's credentials. "
+				   "A superuser may set p2p_preheat.allow_link_local to allow such addresses.");
+		}
+	}
+	freeaddrinfo(req.ar_result);
+}
+
 static void
 check_manifest_url(const char *url)
 {
@@ -328,6 +414,7 @@ check_manifest_url(const char *url)
 		refuse("url", url, "the path must be /v2/<repository>/manifests/<reference>", URL_HINT);
 	repository = pnstrdup(path + 4, last - (path + 4));
 	check_image_name(repository, last + strlen("/manifests/"));
+	check_manifest_host(url, p.host);
 }
 
 Datum

@@ -146,6 +146,13 @@ SELECT name, reference, scratch.try(format('SELECT p2p_preheat.preheat(1, %L, %L
 			   ('my app', '1.0'), ('app', E'1.0\r\nX-Evil: 1'), ('app', '1.0%0d%0a'),
 			   ('app', 'sha256:' || repeat('a', 64))) v(name, reference);
 SELECT scratch.try($$SELECT p2p_preheat.preheat_url(1, 'http://internal@evil.example/v2/x/manifests/y')$$) AS userinfo;
+-- a manifest on an address the dispatcher would refuse is refused at queue
+-- time: Dragonfly would fetch it with the registry's credentials
+SELECT u AS url, scratch.try(format('SELECT p2p_preheat.preheat_url(1, %L)', u)) AS outcome
+  FROM (VALUES ('http://169.254.169.254/v2/x/manifests/y'),
+			   ('http://[::ffff:169.254.169.254]/v2/x/manifests/y'),
+			   ('http://100.100.100.200/v2/x/manifests/y'),
+			   ('http://0.0.0.0:5000/v2/x/manifests/y')) v(u);
 -- only the two valid names were queued
 SELECT url FROM p2p_preheat.job WHERE policy_id = 1 ORDER BY id;
 -- a foreign host is an admin's operation: Harbor's role cannot name one
