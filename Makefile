@@ -15,6 +15,7 @@ OBJS = \
 	src/harbor_token.o \
 	src/dragonfly.o \
 	src/dispatch.o \
+	src/pacing.o \
 	src/dispatch_sql.o \
 	src/worker.o \
 	src/doublestar.o

@@ -14,7 +14,7 @@ dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
 cd "$dir"
 # the stand-in answers like a Dragonfly manager; jobs finish 2 s after creation
-start_standin "$dir" --token demo-token --success-after 2
+start_standin "$dir" --token demo-token --success-after 2 --clusters 1,2
 start_cluster "$dir" "shared_preload_libraries = 'pg_cron,p2p_preheat'" \
 	"cron.database_name = 'postgres'" "cron.use_background_workers = on" "max_worker_processes = 16" \
 	"p2p_preheat.database = 'postgres'" "p2p_preheat.registry_url = 'https://harbor.example.com'" \

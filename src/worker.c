@@ -42,6 +42,7 @@
 
 #include "dispatch.h"
 #include "http.h"
+#include "pacing.h"
 #include "worker.h"
 
 char	   *worker_database = NULL;
@@ -66,7 +67,10 @@ typedef struct WorkerShared
 	int64		retried;
 	int64		wakeups;
 	int			db_check;		/* DB_CHECK_* below */
+	char		pace[8192];		/* pacing_describe(), as JSON */
 } WorkerShared;
+
+#define PACE_PUBLISH_MS 250
 
 /*
  * DROP DATABASE of the worker's database: the worker steps aside, and its
@@ -222,6 +226,29 @@ set_state(const char *state, int in_flight)
 	shared->last_activity = GetCurrentTimestamp();
 	SpinLockRelease(&shared->mutex);
 	pgstat_report_activity(STATE_IDLE, state);
+}
+
+/* The pace of each cluster, for worker_status(); at most every PACE_PUBLISH_MS. */
+static void
+publish_pace(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	StringInfoData buf;
+
+	if (!TimestampDifferenceExceeds(last, now, PACE_PUBLISH_MS))
+		return;
+	last = now;
+	initStringInfo(&buf);
+	pacing_describe(&buf, (double) now / USECS_PER_SEC +
+					((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	SpinLockAcquire(&shared->mutex);
+	if (buf.len < sizeof(shared->pace))
+		memcpy(shared->pace, buf.data, buf.len + 1);
+	else
+		strlcpy(shared->pace, "[]", sizeof(shared->pace));
+	SpinLockRelease(&shared->mutex);
+	pfree(buf.data);
 }
 
 static void
@@ -540,6 +567,7 @@ p2p_preheat_worker_main(Datum arg)
 			set_state("dispatching", in_flight);
 			was_busy = true;
 			answered = pump_all(batches, Min(wait_ms, 1000));
+			publish_pace();
 			if (http_latch_fired())
 			{
 				next_claim = 0;	/* a COMMIT queued work: claim it now */
@@ -597,6 +625,7 @@ p2p_preheat_worker_main(Datum arg)
 													 deleted >= 1000 ? 100 : 60000);
 		}
 		set_state("idle", 0);
+		publish_pace();
 		{
 			long		timeout = Max(1, (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000));
 			int			rc = WaitLatch(MyLatch,
@@ -648,8 +677,8 @@ Datum
 p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[12];
+	bool		nulls[12] = {0};
 	WorkerShared s;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
@@ -657,7 +686,7 @@ p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 	if (shared == NULL)
 	{
 		/* not preloaded: SQL calls work, no worker runs */
-		for (int i = 0; i < 11; i++)
+		for (int i = 0; i < 12; i++)
 			nulls[i] = true;
 		values[1] = CStringGetTextDatum("not running: p2p_preheat is not in shared_preload_libraries");
 		nulls[1] = false;
@@ -681,5 +710,6 @@ p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 	values[8] = Int64GetDatum(s.failed);
 	values[9] = Int64GetDatum(s.retried);
 	values[10] = Int64GetDatum(s.wakeups);
+	values[11] = DirectFunctionCall1(jsonb_in, CStringGetDatum(s.pace[0] ? s.pace : "[]"));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

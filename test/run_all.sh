@@ -13,7 +13,8 @@ build_standin
 work=$(make_workdir)
 trap 'rm -rf "$work"' EXIT
 cp -r "$REPO/test" "$work/"
-start_standin "$work" "${STANDIN_TEST_AUTH[@]}"
+# clusters 1 and 2 exist, as the tests name them; unknown ids are refused
+start_standin "$work" "${STANDIN_TEST_AUTH[@]}" --clusters 1,2
 trap 'stop_standin; rm -rf "$work"' EXIT
 # paths known only now: the secret files the suite's instances use
 cat >>"$work/test/regress.conf" <<CONF
