@@ -49,6 +49,8 @@
 #define DECREASE			0.75
 #define DECREASE_EVERY_S	0.5
 #define INCREASE			2.0		/* jobs/s gained per second of acceptances */
+#define SLOW_START			0.25	/* before the first 429: +25% per second */
+#define ADAPTIVE_BOOK_S		5.0		/* how far ahead an adaptive pace books turns */
 #define HOLD_S				0.05	/* recheck while a cluster is looked up */
 #define UNKNOWN_429S		5		/* 429s without an acceptance ... */
 #define UNKNOWN_AFTER_S		3.0		/* ... over this long, others accepting */
@@ -87,6 +89,7 @@ typedef struct PaceEntry
 	double		last_ok;
 	double		first_429;		/* of the 429s since last_ok */
 	int			n429;
+	bool		congested;		/* has met a 429 */
 	int64		sent;
 	int64		throttled;
 	char	   *why;			/* SRC_UNKNOWN: the reason */
@@ -286,9 +289,21 @@ static double
 defer_turn(PaceEntry **es, int n, double now)
 {
 	double		slot = now + HORIZON;
+	bool		adaptive = false;
 
 	for (int i = 0; i < n; i++)
+	{
 		slot = Max(slot, Max(es[i]->defer_tat, es[i]->tat));
+		adaptive |= es[i]->source == SRC_ADAPTIVE;
+	}
+
+	/*
+	 * A pace still being found books only a little ahead: turns booked at
+	 * today's pace would hold back the jobs once the pace grows.  The rest
+	 * come back then, unbooked.
+	 */
+	if (adaptive && slot > now + ADAPTIVE_BOOK_S)
+		return now + ADAPTIVE_BOOK_S;
 	for (int i = 0; i < n; i++)
 		es[i]->defer_tat = slot + 1.0 / es[i]->rate;
 	return slot;
@@ -381,10 +396,12 @@ pacing_answer(const PaceTarget *t, long status, bool accepted,
 			e->last_ok = now;
 			e->n429 = 0;
 			e->sent++;
-			e->rate = Min(cap, e->rate + INCREASE / e->rate);
+			e->rate = Min(cap, e->source != SRC_ROUTE && !e->congested ?
+						  e->rate + SLOW_START : e->rate + INCREASE / e->rate);
 			continue;
 		}
 		e->throttled++;
+		e->congested = true;
 		if (e->n429++ == 0)
 			e->first_429 = now;
 		if (now - e->last_decrease >= DECREASE_EVERY_S)
