@@ -238,6 +238,50 @@ epoch_timestamptz(double e)
 						  USECS_PER_SEC);
 }
 
+/*
+ * The engine's statements, planned once per process and kept: the claim,
+ * the record and the next due time run for every small batch.  A plan is
+ * made again if the argument type changed (the extension was recreated);
+ * anything else that changes underneath is caught by the plan cache.
+ */
+typedef struct KeptPlan
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[2];
+	SPIPlanPtr	plan;
+} KeptPlan;
+
+static KeptPlan claim_plan = {"SELECT * FROM p2p_preheat._claim($1, $2)", 2, {INT4OID, INTERVALOID}};
+static KeptPlan record_plan = {"SELECT p2p_preheat._record($1)", 1};
+static KeptPlan next_due_plan = {"SELECT p2p_preheat._next_due()", 0};
+
+/* Needs SPI_connect(). */
+static SPIPlanPtr
+kept_plan(KeptPlan *kp, Oid argtype0)
+{
+	if (kp->plan && kp->nargs > 0 && OidIsValid(argtype0) && kp->argtypes[0] != argtype0)
+	{
+		SPI_freeplan(kp->plan);
+		kp->plan = NULL;
+	}
+	if (kp->plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		if (OidIsValid(argtype0))
+			kp->argtypes[0] = argtype0;
+		p = SPI_prepare(kp->sql, kp->nargs, kp->argtypes);
+		if (p == NULL)
+			elog(ERROR, "p2p_preheat: could not prepare \"%s\": %s", kp->sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "p2p_preheat: could not keep the plan of \"%s\"", kp->sql);
+		kp->plan = p;
+	}
+	return kp->plan;
+}
+
 /* Gives each job its instance, read as Harbor's owner. */
 static void
 attach_instances(List *jobs)
@@ -288,7 +332,6 @@ dispatch_claim(int max_jobs, bool lease)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *jobs = NIL;
-	Oid			argtypes[2] = {INT4OID, INTERVALOID};
 	Datum		args[2];
 	char		nulls[2] = {' ', lease ? ' ' : 'n'};
 	Interval   *iv = palloc0(sizeof(Interval));
@@ -301,8 +344,7 @@ dispatch_claim(int max_jobs, bool lease)
 	args[1] = IntervalPGetDatum(iv);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT * FROM p2p_preheat._claim($1, $2)",
-							  2, argtypes, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&claim_plan, InvalidOid), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim preheat jobs");
 
 	MemoryContextSwitchTo(caller);
@@ -817,8 +859,7 @@ dispatch_record(List *jobs, DispatchCounts *counts)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT p2p_preheat._record($1)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&record_plan, argtype), &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record preheat outcomes");
 	SPI_finish();
 }
@@ -869,7 +910,7 @@ dispatch_next_due(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT p2p_preheat._next_due()", true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute_plan(kept_plan(&next_due_plan, InvalidOid), NULL, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
