@@ -93,6 +93,31 @@ DECLARE
 	created bigint := 0;
 	n bigint;
 BEGIN
+	-- One URL (preheat(), preheat_url(), a pushed tag): one statement that
+	-- reaches the job through the identity index, whatever the statistics.
+	IF cardinality(urls) = 1 AND urls[1] IS NOT NULL THEN
+		LOOP
+			INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)
+			VALUES (_enqueue.policy_id, _enqueue.instance_id, urls[1], _enqueue.attrs)
+			ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING
+			RETURNING j.id INTO job_id;
+			url := urls[1];
+			IF job_id IS NOT NULL THEN
+				PERFORM p2p_preheat._wake_worker();
+				RETURN NEXT;
+				RETURN;
+			END IF;
+			SELECT j.id INTO job_id FROM p2p_preheat.job j
+			 WHERE j.instance_id = _enqueue.instance_id AND j.url = urls[1]
+			   AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open;
+			IF job_id IS NOT NULL THEN
+				RETURN NEXT;
+				RETURN;
+			END IF;
+			-- the identical job ended in between: queue a new one
+		END LOOP;
+	END IF;
+
 	-- An identical job inserted by a transaction that commits while this
 	-- statement runs is neither inserted nor visible to it: look again.
 	WHILE cardinality(missing) > 0 LOOP
