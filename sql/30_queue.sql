@@ -438,14 +438,16 @@ AS $$
 	 WHERE id = ANY (ids) AND state IN ('sending', 'running')
 $$;
 
--- Seconds until the next open job is due; NULL when none is.
+-- Seconds until the next open job is due; NULL when none is (greatest()
+-- would turn that NULL into 0: an idle worker would claim in a loop).
 CREATE FUNCTION p2p_preheat._next_due()
 RETURNS float8
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - clock_timestamp()))::float8
-	  FROM p2p_preheat.job WHERE open
+	SELECT CASE WHEN d.due IS NOT NULL
+				THEN greatest(0, extract(epoch FROM d.due - clock_timestamp()))::float8 END
+	  FROM (SELECT min(next_attempt_at) AS due FROM p2p_preheat.job WHERE open) d
 $$;
 
 -- LISTEN p2p_preheat: a small payload for every job that ends, and for
