@@ -16,6 +16,7 @@ OBJS = \
 	src/dragonfly.o \
 	src/kraken.o \
 	src/dispatch.o \
+	src/pacing.o \
 	src/dispatch_sql.o \
 	src/worker.o \
 	src/doublestar.o \

@@ -19,7 +19,8 @@ echo "on $("$PG_CONFIG" --version)"
 build_standin
 dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
-start_standin "$dir" --token bench-token
+# clusters 1 and 2 with a limit far above what one machine sends: pacing learns it
+start_standin "$dir" --token bench-token --cluster 1:1000000 --cluster 2:1000000
 start_cluster "$dir" "shared_buffers = 256MB" "max_wal_size = 4GB" "synchronous_commit = off"
 cp "$REPO/test/fixtures/harbor.sql" "$dir/"
 cd "$dir"

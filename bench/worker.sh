@@ -15,7 +15,8 @@ echo "on $("$PG_CONFIG" --version)"
 build_standin
 dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
-start_standin "$dir" --token bench-token
+# clusters 1 and 2 with a limit far above what one machine sends: pacing learns it
+start_standin "$dir" --token bench-token --cluster 1:1000000 --cluster 2:1000000
 start_cluster "$dir" "shared_preload_libraries = 'p2p_preheat'" "p2p_preheat.database = 'postgres'" \
 	"track_commit_timestamp = on" "shared_buffers = 512MB" "max_wal_size = 8GB" \
 	"synchronous_commit = off" "p2p_preheat.poll_schedule = '1'" "autovacuum_naptime = 5"

@@ -28,7 +28,7 @@ dir=$(make_workdir)
 trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
 cd "$dir"
 # a stand-in for Dragonfly's manager on loopback, with an API token
-start_standin "$dir" --token demo-token
+start_standin "$dir" --token demo-token --clusters 1,2
 # the settings of the README's Quick start, on a throwaway cluster
 start_cluster "$dir" "shared_preload_libraries = 'pg_cron,p2p_preheat'" \
 	"cron.database_name = 'registry'" "cron.use_background_workers = on" \

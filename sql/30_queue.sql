@@ -45,7 +45,10 @@ CREATE TABLE p2p_preheat.job (
 	sent_at timestamptz,
 	finished_at timestamptz,
 	updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
+)
+-- room on each page, so that a claim's lease (no indexed column changes)
+-- is a HOT update that touches no index
+WITH (fillfactor = 80);
 
 COMMENT ON TABLE p2p_preheat.job IS
 'Preheat jobs: queued, sending (claimed), running (accepted by Dragonfly, being followed), then succeeded, failed or canceled';
@@ -102,6 +105,31 @@ DECLARE
 	created bigint := 0;
 	n bigint;
 BEGIN
+	-- One URL (preheat(), preheat_url(), a pushed tag): one statement that
+	-- reaches the job through the identity index, whatever the statistics.
+	IF cardinality(urls) = 1 AND urls[1] IS NOT NULL THEN
+		LOOP
+			INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)
+			VALUES (_enqueue.policy_id, _enqueue.instance_id, urls[1], _enqueue.attrs)
+			ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING
+			RETURNING j.id INTO job_id;
+			url := urls[1];
+			IF job_id IS NOT NULL THEN
+				PERFORM p2p_preheat._wake_worker();
+				RETURN NEXT;
+				RETURN;
+			END IF;
+			SELECT j.id INTO job_id FROM p2p_preheat.job j
+			 WHERE j.instance_id = _enqueue.instance_id AND j.url = urls[1]
+			   AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open;
+			IF job_id IS NOT NULL THEN
+				RETURN NEXT;
+				RETURN;
+			END IF;
+			-- the identical job ended in between: queue a new one
+		END LOOP;
+	END IF;
+
 	-- An identical job inserted by a transaction that commits while this
 	-- statement runs is neither inserted nor visible to it: look again.
 	WHILE cardinality(missing) > 0 LOOP
@@ -308,38 +336,51 @@ CREATE TYPE p2p_preheat.claimed_job AS (
 /*
  * Claims due open jobs.  With a lease (the worker), claimed jobs are marked
  * so that they stay claimed after this transaction commits; without one
- * (preheat_dispatch()), the caller's row locks are the claim.
+ * (preheat_dispatch()), the caller's row locks are the claim.  Two
+ * statements, not one with both branches: each keeps a plan that reaches
+ * the claimed rows through the primary key, never by scanning the table.
  */
 CREATE FUNCTION p2p_preheat._claim(max_jobs integer, lease interval)
 RETURNS SETOF p2p_preheat.claimed_job
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH c AS (
-		SELECT id FROM p2p_preheat.job
-		 WHERE open
-		   AND next_attempt_at <= clock_timestamp()
-		   AND (lease_until IS NULL OR lease_until < clock_timestamp())
-		 ORDER BY next_attempt_at
+BEGIN
+	IF lease IS NULL THEN
+		RETURN QUERY
+		SELECT j.id, j.state, j.url, j.attrs, j.instance_id, j.policy_id, j.dragonfly_job_id,
+			   j.attempts, j.polls, j.sent_at,
+			   (SELECT s.headers::text FROM p2p_preheat.job_secret s WHERE s.job_id = j.id)
+		  FROM p2p_preheat.job j
+		 WHERE j.open
+		   AND j.next_attempt_at <= clock_timestamp()
+		   AND (j.lease_until IS NULL OR j.lease_until < clock_timestamp())
+		 ORDER BY j.next_attempt_at
 		 LIMIT max_jobs
-		 FOR UPDATE SKIP LOCKED),
-	leased AS (
-		UPDATE p2p_preheat.job j
-		   SET state = CASE WHEN j.state = 'running' THEN 'running'::p2p_preheat.job_state
-							ELSE 'sending' END,
-			   lease_until = clock_timestamp() + lease,
-			   updated_at = clock_timestamp()
-		  FROM c
-		 WHERE j.id = c.id AND lease IS NOT NULL
-		RETURNING j.*),
-	claimed AS (
-		SELECT * FROM leased
-		UNION ALL
-		SELECT j.* FROM p2p_preheat.job j JOIN c ON c.id = j.id WHERE lease IS NULL)
-	SELECT c.id, c.state, c.url, c.attrs, c.instance_id, c.policy_id, c.dragonfly_job_id,
-		   c.attempts, c.polls, c.sent_at, s.headers::text
-	  FROM claimed c
-	  LEFT JOIN p2p_preheat.job_secret s ON s.job_id = c.id
+		 FOR UPDATE OF j SKIP LOCKED;
+	ELSE
+		RETURN QUERY
+		WITH leased AS (
+			UPDATE p2p_preheat.job j
+			   SET state = CASE WHEN j.state = 'running' THEN 'running'::p2p_preheat.job_state
+								ELSE 'sending' END,
+				   lease_until = clock_timestamp() + lease,
+				   updated_at = clock_timestamp()
+			 WHERE j.id = ANY (ARRAY(
+					SELECT c.id FROM p2p_preheat.job c
+					 WHERE c.open
+					   AND c.next_attempt_at <= clock_timestamp()
+					   AND (c.lease_until IS NULL OR c.lease_until < clock_timestamp())
+					 ORDER BY c.next_attempt_at
+					 LIMIT max_jobs
+					 FOR UPDATE SKIP LOCKED))
+			RETURNING j.*)
+		SELECT l.id, l.state, l.url, l.attrs, l.instance_id, l.policy_id, l.dragonfly_job_id,
+			   l.attempts, l.polls, l.sent_at,
+			   (SELECT s.headers::text FROM p2p_preheat.job_secret s WHERE s.job_id = l.id)
+		  FROM leased l;
+	END IF;
+END
 $$;
 
 -- What one answer (or its absence) means for a job.
@@ -358,12 +399,16 @@ CREATE TYPE p2p_preheat.job_outcome AS (
 	result jsonb					-- NULL: unchanged
 );
 
--- Records a batch of outcomes; returns how many jobs it changed.
+-- Records a batch of outcomes; returns how many jobs it changed.  PL/pgSQL,
+-- so that its plan is kept between calls, as the claim's is.
 CREATE FUNCTION p2p_preheat._record(outcomes p2p_preheat.job_outcome[])
 RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	changed bigint;
+BEGIN
 	WITH u AS (
 		UPDATE p2p_preheat.job j
 		   SET state = o.state::p2p_preheat.job_state, attempts = o.attempts, polls = o.polls,
@@ -385,7 +430,9 @@ AS $$
 		-- a caller's token is kept only until the job is sent
 		DELETE FROM p2p_preheat.job_secret s USING u
 		 WHERE s.job_id = u.id AND u.state <> 'queued')
-	SELECT count(*) FROM u
+	SELECT count(*) INTO changed FROM u;
+	RETURN changed;
+END
 $$;
 
 -- Claimed jobs that were never answered go back to the queue.

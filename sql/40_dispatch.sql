@@ -20,13 +20,13 @@ COMMENT ON FUNCTION p2p_preheat.preheat_dispatch(integer) IS
 CREATE FUNCTION p2p_preheat.worker_status(
 	OUT pid integer, OUT state text, OUT started_at timestamptz, OUT last_activity timestamptz,
 	OUT jobs_in_flight integer, OUT sent bigint, OUT polled bigint, OUT succeeded bigint,
-	OUT failed bigint, OUT retried bigint, OUT wakeups bigint)
+	OUT failed bigint, OUT retried bigint, OUT wakeups bigint, OUT pace jsonb)
 RETURNS record
 AS 'MODULE_PATHNAME', 'p2p_preheat_worker_status'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION p2p_preheat.worker_status() IS
-'The background worker: pid, state, last activity, jobs in flight, and counts since it started';
+'The background worker: pid, state, last activity, jobs in flight, counts since it started, and the pace of each scheduler cluster it sends to';
 
 -- Why an endpoint address would be refused at connect time (link-local,
 -- cloud metadata, unspecified, and their IPv6 forms), or NULL.

@@ -16,12 +16,23 @@ SELECT j.instance_id,
 	   (SELECT l.last_error FROM p2p_preheat.job l
 		 WHERE l.instance_id = j.instance_id AND l.state = 'failed'
 		 ORDER BY l.finished_at DESC NULLS LAST LIMIT 1) AS last_error,
-	   max(j.finished_at) FILTER (WHERE j.state = 'failed') AS last_error_at
+	   max(j.finished_at) FILTER (WHERE j.state = 'failed') AS last_error_at,
+	   -- jobs still to be created, per scheduler cluster they name
+	   (SELECT jsonb_object_agg(b.cluster, b.jobs ORDER BY b.cluster)
+		  FROM (SELECT c.cluster::bigint AS cluster, count(*) AS jobs
+				  FROM p2p_preheat.job q, jsonb_array_elements_text(q.attrs->'cluster_ids') c(cluster)
+				 WHERE q.instance_id = j.instance_id AND q.state IN ('queued', 'sending')
+				   AND jsonb_typeof(q.attrs->'cluster_ids') = 'array'
+				 GROUP BY 1) b) AS backlog,
+	   -- the worker's pace for each of those clusters
+	   (SELECT jsonb_agg(p ORDER BY (p->>'cluster')::bigint)
+		  FROM jsonb_array_elements((p2p_preheat.worker_status()).pace) p
+		 WHERE (p->>'instance')::integer = j.instance_id) AS pace
   FROM p2p_preheat.job j
  GROUP BY j.instance_id;
 
 COMMENT ON VIEW p2p_preheat.status IS
-'Per instance: jobs per state, the age of the oldest queued job, when the next job is due, and the last error';
+'Per instance: jobs per state, the age of the oldest queued job, when the next job is due, the last error, jobs still to be created per scheduler cluster, and the worker''s pace for each';
 
 /*
  * Deletes final jobs (and the executions left without jobs) older than

@@ -43,6 +43,7 @@
 #include "harbor_token.h"
 #include "http.h"
 #include "kraken.h"
+#include "pacing.h"
 
 int			dispatch_max_attempts = 8;
 int			dispatch_retry_base_ms = 1000;
@@ -87,6 +88,17 @@ typedef struct DispatchJob
 	bool		needs_http;
 	DfAnswer	answer;
 	void	   *owner;
+
+	/* pacing of a POST naming scheduler clusters */
+	int64	   *clusters;
+	int			nclusters;
+	bool		started;		/* sent, or settled without HTTP */
+	double		not_before;		/* its reserved turn, 0 if none */
+	bool		deferred;		/* back to the queue unsent, until defer_until */
+	double		defer_until;
+	PaceVerdict pace;			/* after the answer: PACE_DEFER or PACE_FAIL */
+	double		pace_when;
+	char	   *pace_why;
 } DispatchJob;
 
 /* p2p_preheat.poll_schedule: seconds after creation, the last repeating */
@@ -228,6 +240,50 @@ epoch_timestamptz(double e)
 						  USECS_PER_SEC);
 }
 
+/*
+ * The engine's statements, planned once per process and kept: the claim,
+ * the record and the next due time run for every small batch.  A plan is
+ * made again if the argument type changed (the extension was recreated);
+ * anything else that changes underneath is caught by the plan cache.
+ */
+typedef struct KeptPlan
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[2];
+	SPIPlanPtr	plan;
+} KeptPlan;
+
+static KeptPlan claim_plan = {"SELECT * FROM p2p_preheat._claim($1, $2)", 2, {INT4OID, INTERVALOID}};
+static KeptPlan record_plan = {"SELECT p2p_preheat._record($1)", 1};
+static KeptPlan next_due_plan = {"SELECT p2p_preheat._next_due()", 0};
+
+/* Needs SPI_connect(). */
+static SPIPlanPtr
+kept_plan(KeptPlan *kp, Oid argtype0)
+{
+	if (kp->plan && kp->nargs > 0 && OidIsValid(argtype0) && kp->argtypes[0] != argtype0)
+	{
+		SPI_freeplan(kp->plan);
+		kp->plan = NULL;
+	}
+	if (kp->plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		if (OidIsValid(argtype0))
+			kp->argtypes[0] = argtype0;
+		p = SPI_prepare(kp->sql, kp->nargs, kp->argtypes);
+		if (p == NULL)
+			elog(ERROR, "p2p_preheat: could not prepare \"%s\": %s", kp->sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "p2p_preheat: could not keep the plan of \"%s\"", kp->sql);
+		kp->plan = p;
+	}
+	return kp->plan;
+}
+
 /* Gives each job its instance, read as Harbor's owner. */
 static void
 attach_instances(List *jobs)
@@ -278,7 +334,6 @@ dispatch_claim(int max_jobs, bool lease)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *jobs = NIL;
-	Oid			argtypes[2] = {INT4OID, INTERVALOID};
 	Datum		args[2];
 	char		nulls[2] = {' ', lease ? ' ' : 'n'};
 	Interval   *iv = palloc0(sizeof(Interval));
@@ -291,8 +346,7 @@ dispatch_claim(int max_jobs, bool lease)
 	args[1] = IntervalPGetDatum(iv);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT * FROM p2p_preheat._claim($1, $2)",
-							  2, argtypes, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&claim_plan, InvalidOid), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim preheat jobs");
 
 	MemoryContextSwitchTo(caller);
@@ -424,7 +478,19 @@ prepare(DispatchJob *j, const char *username, const char *password,
 		j->req.body = df_preheat_body(j->url, j->attrs, minted ? minted : j->headers,
 									  username, password);
 		secret_free(minted);
+		j->clusters = pacing_cluster_ids(j->attrs, &j->nclusters);
 	}
+}
+
+static void
+pace_target(DispatchJob *j, PaceTarget *t)
+{
+	t->instance_id = j->instance_id;
+	t->endpoint = j->endpoint;
+	t->auth_header = j->req.auth_header;
+	t->insecure = j->insecure;
+	t->clusters = j->clusters;
+	t->nclusters = j->nclusters;
 }
 
 static void
@@ -459,35 +525,129 @@ dispatch_prepare(List *jobs)
 	secret_free(password);
 }
 
+/* The earliest reserved turn seen by a pump since the last wait, 0 if none. */
+static double pending_wake = 0;
+
+static void
+note_wake(double when)
+{
+	if (pending_wake == 0 || when < pending_wake)
+		pending_wake = when;
+}
+
+/*
+ * Start a job, hold it for its turn, or settle it without HTTP; true when
+ * it is settled now (deferred to the queue or failed).
+ */
+static bool
+start_or_hold(DispatchJob *j, double now)
+{
+	PaceTarget	t;
+	PaceVerdict v;
+	double		when = 0;
+	char	   *why = NULL;
+	MemoryContext old;
+
+	if (!j->needs_http)
+	{
+		j->started = true;
+		return true;
+	}
+	if (j->is_poll || j->nclusters == 0 || (j->not_before > 0 && now >= j->not_before))
+	{
+		http_start(&j->req);
+		j->started = true;
+		return false;
+	}
+	if (j->not_before > 0)
+	{
+		note_wake(j->not_before);
+		return false;
+	}
+	pace_target(j, &t);
+	old = MemoryContextSwitchTo(j->req.cxt);
+	v = pacing_admit(&t, now, &when, &why);
+	MemoryContextSwitchTo(old);
+	switch (v)
+	{
+		case PACE_SEND:
+			http_start(&j->req);
+			j->started = true;
+			return false;
+		case PACE_WAIT:
+			j->not_before = when;
+			note_wake(when);
+			return false;
+		case PACE_HOLD:
+			note_wake(when);
+			return false;
+		case PACE_DEFER:
+			forget_secrets(j);
+			j->needs_http = false;
+			j->deferred = true;
+			j->defer_until = when;
+			j->started = true;
+			return true;
+		case PACE_FAIL:
+			forget_secrets(j);
+			fail_now(j, why);
+			j->started = true;
+			return true;
+	}
+	return false;
+}
+
 List *
 dispatch_pump(DispatchQueue *q, long timeout_ms)
 {
 	List	   *answered = NIL;
 	HttpRequest *done[64];
 	int			n;
+	int			len = list_length(q->jobs);
+	bool		contiguous = true;
+	double		now = now_epoch();
 
-	while (q->next < list_length(q->jobs) && http_in_flight() < http_max_in_flight)
+	for (int i = q->next; i < len && http_in_flight() < http_max_in_flight; i++)
 	{
-		DispatchJob *j = list_nth(q->jobs, q->next++);
+		DispatchJob *j = list_nth(q->jobs, i);
 
-		if (j->needs_http)
-			http_start(&j->req);
-		else
+		if (!j->started && start_or_hold(j, now))
 			answered = lappend(answered, j);
+		if (contiguous && j->started)
+			q->next = i + 1;
+		else
+			contiguous = false;
 	}
-	if (answered != NIL || http_in_flight() == 0)
+	if (answered != NIL || (http_in_flight() == 0 && pending_wake == 0))
 		return answered;
 
+	if (pending_wake > 0)
+		timeout_ms = Min(timeout_ms, Max(0, (long) ((pending_wake - now) * 1000.0 + 1)));
 	n = http_wait(timeout_ms, done, lengthof(done), PG_WAIT_EXTENSION);
+	pending_wake = 0;
+	now = now_epoch();
 	for (int i = 0; i < n; i++)
 	{
-		DispatchJob *j = done[i]->arg;
-		MemoryContext old = MemoryContextSwitchTo(j->req.cxt);
+		DispatchJob *j;
+		MemoryContext old;
 
+		if (pacing_take(done[i]))
+			continue;
+		j = done[i]->arg;
+		old = MemoryContextSwitchTo(j->req.cxt);
 		if (kraken_vendor(j->vendor))
 			kraken_read_answer(&j->req, &j->answer);
 		else
 			df_read_answer(&j->req, j->is_poll, &j->answer);
+		if (!j->is_poll && j->nclusters > 0 && !kraken_vendor(j->vendor))
+		{
+			PaceTarget	t;
+
+			pace_target(j, &t);
+			j->pace = pacing_answer(&t, j->req.result == CURLE_OK ? j->req.status : 0,
+									j->answer.verdict == DF_ACCEPTED, now,
+									&j->pace_when, &j->pace_why);
+		}
 		forget_secrets(j);
 		MemoryContextSwitchTo(old);
 		answered = lappend(answered, j);
@@ -584,7 +744,26 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 	double		sent = 0;
 	char	   *error = a->error;
 
-	if (!j->is_poll)
+	if (!j->is_poll && j->deferred)
+	{
+		/* never sent: back to the queue for its turn, not an attempt */
+		state = JOB_QUEUED;
+		next = j->defer_until;
+	}
+	else if (!j->is_poll && j->pace == PACE_DEFER)
+	{
+		/* a 429 from clusters that exist: wait for a turn, not an attempt */
+		state = JOB_QUEUED;
+		next = j->pace_when;
+		c->retried++;
+	}
+	else if (!j->is_poll && j->pace == PACE_FAIL)
+	{
+		attempts++;
+		state = JOB_FAILED;
+		error = j->pace_why;
+	}
+	else if (!j->is_poll)
 	{
 		if (j->needs_http)
 			attempts++;
@@ -720,8 +899,7 @@ dispatch_record(List *jobs, DispatchCounts *counts)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT p2p_preheat._record($1)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&record_plan, argtype), &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record preheat outcomes");
 	SPI_finish();
 }
@@ -772,7 +950,7 @@ dispatch_next_due(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT p2p_preheat._next_due()", true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute_plan(kept_plan(&next_due_plan, InvalidOid), NULL, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -59,7 +59,11 @@ extern void dispatch_assign_poll_schedule(const char *newval, void *extra);
  */
 extern List *dispatch_claim(int max_jobs, bool lease);
 
-/* Claimed jobs not yet started, consumed from the head. */
+/*
+ * Claimed jobs; next is the first not yet started.  A job creation may wait
+ * in the queue for its scheduler clusters' turn (pacing.h), so jobs after
+ * it can start first.
+ */
 typedef struct DispatchQueue
 {
 	List	   *jobs;
@@ -71,7 +75,9 @@ extern void dispatch_prepare(List *jobs);
 
 /*
  * Start queued jobs while fewer than p2p_preheat.max_in_flight are in
- * flight, wait up to timeout_ms, and return the jobs whose answer is in.
+ * flight (job creations when their clusters' pace allows), wait up to
+ * timeout_ms or the next reserved turn, and return the jobs whose answer is
+ * in, or that go back to the queue for a later turn, or that fail at once.
  * Callers catch errors and call http_abort_all().
  */
 extern List *dispatch_pump(DispatchQueue *q, long timeout_ms);

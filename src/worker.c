@@ -42,6 +42,7 @@
 
 #include "dispatch.h"
 #include "http.h"
+#include "pacing.h"
 #include "worker.h"
 
 char	   *worker_database = NULL;
@@ -66,7 +67,10 @@ typedef struct WorkerShared
 	int64		retried;
 	int64		wakeups;
 	int			db_check;		/* DB_CHECK_* below */
+	char		pace[8192];		/* pacing_describe(), as JSON */
 } WorkerShared;
+
+#define PACE_PUBLISH_MS 250
 
 /*
  * DROP DATABASE of the worker's database: the worker steps aside, and its
@@ -224,6 +228,29 @@ set_state(const char *state, int in_flight)
 	pgstat_report_activity(STATE_IDLE, state);
 }
 
+/* The pace of each cluster, for worker_status(); at most every PACE_PUBLISH_MS. */
+static void
+publish_pace(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	StringInfoData buf;
+
+	if (!TimestampDifferenceExceeds(last, now, PACE_PUBLISH_MS))
+		return;
+	last = now;
+	initStringInfo(&buf);
+	pacing_describe(&buf, (double) now / USECS_PER_SEC +
+					((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	SpinLockAcquire(&shared->mutex);
+	if (buf.len < sizeof(shared->pace))
+		memcpy(shared->pace, buf.data, buf.len + 1);
+	else
+		strlcpy(shared->pace, "[]", sizeof(shared->pace));
+	SpinLockRelease(&shared->mutex);
+	pfree(buf.data);
+}
+
 static void
 add_counts(const DispatchCounts *c)
 {
@@ -286,13 +313,25 @@ typedef struct Batch
 	int			outstanding;	/* claimed, not yet recorded */
 } Batch;
 
+/*
+ * Answers are recorded in groups: RECORD_BATCH of them, or whatever is in
+ * once no transfer is in flight or the oldest has waited RECORD_WAIT_MS.
+ * A group is recorded in the same transaction as the next claim, so a
+ * steady stream costs one transaction per group, not two.
+ */
+#define RECORD_BATCH	64
+#define RECORD_WAIT_MS	20
+
 typedef struct ClaimArgs
 {
-	int			max;
+	int			max;			/* 0: record only */
 	List	   *jobs;
 	MemoryContext cxt;
 	double		next_due;		/* seconds until the next due job, or -1 */
 	bool		extension_present;
+	List	   *record;			/* answers to record first */
+	bool		recorded;
+	DispatchCounts counts;
 } ClaimArgs;
 
 static bool
@@ -304,10 +343,19 @@ claim_fn(void *p)
 	a->extension_present = OidIsValid(get_extension_oid("p2p_preheat", true));
 	if (!a->extension_present)
 		return true;
+	if (a->record != NIL)
+	{
+		dispatch_record(a->record, &a->counts);
+		a->recorded = true;
+	}
+	if (a->max <= 0)
+		return true;
 	old = MemoryContextSwitchTo(a->cxt);
 	a->jobs = dispatch_claim(a->max, true);
 	MemoryContextSwitchTo(old);
-	a->next_due = dispatch_next_due();
+	/* a full claim is followed by another at once: no need to look ahead */
+	if (list_length(a->jobs) < a->max)
+		a->next_due = dispatch_next_due();
 	return true;
 }
 
@@ -442,6 +490,8 @@ void
 p2p_preheat_worker_main(Datum arg)
 {
 	List	   *batches = NIL;
+	List	   *unrecorded = NIL;	/* answered jobs not yet recorded */
+	TimestampTz unrecorded_since = 0;
 	MemoryContext worker_cxt;
 	TimestampTz next_claim = 0;
 	TimestampTz next_purge = 0;
@@ -482,6 +532,8 @@ p2p_preheat_worker_main(Datum arg)
 		ListCell   *lc;
 		List	   *answered = NIL;
 		TimestampTz now = GetCurrentTimestamp();
+		bool		record_now;
+		bool		claim_now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -492,25 +544,70 @@ p2p_preheat_worker_main(Datum arg)
 		foreach(lc, batches)
 			in_flight += ((Batch *) lfirst(lc))->outstanding;
 
+		/* record a group of answers, and claim in the same transaction */
+		record_now = unrecorded != NIL &&
+			(list_length(unrecorded) >= RECORD_BATCH || http_in_flight() == 0 ||
+			 TimestampDifferenceExceeds(unrecorded_since, now, RECORD_WAIT_MS) ||
+			 ShutdownRequestPending);
 		/* claim when woken, when something is due, or on the safety-net timer */
-		if (now >= next_claim && in_flight < http_max_in_flight * 4)
+		claim_now = (now >= next_claim || record_now) && in_flight < http_max_in_flight * 4;
+		if (claim_now || record_now)
 		{
 			ClaimArgs	ca = {0};
 			Batch	   *b = palloc0(sizeof(Batch));
+			bool		ok;
 
 			b->cxt = AllocSetContextCreate(worker_cxt, "p2p_preheat batch",
 										   ALLOCSET_DEFAULT_SIZES);
-			ca.max = Min(worker_batch, http_max_in_flight * 4 - in_flight);
+			ca.max = claim_now ? Min(worker_batch, http_max_in_flight * 4 - in_flight) : 0;
 			ca.cxt = b->cxt;
 			ca.next_due = -1;
-			set_state("claiming", in_flight);
-			if (!in_transaction(claim_fn, &ca) || !ca.extension_present)
-				safety = 1.0;	/* try again soon, quietly */
-			else
-				safety = ca.next_due >= 0 ? Min(ca.next_due, worker_safety_poll_s) :
-					worker_safety_poll_s;
-			next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													 (int) (safety * 1000));
+			ca.record = record_now ? unrecorded : NIL;
+			set_state(claim_now ? "claiming" : "recording", in_flight);
+			ok = in_transaction(claim_fn, &ca);
+			if (record_now)
+			{
+				/* a failed claim must not lose the answers: record them alone */
+				if (!(ok && ca.recorded) && ca.extension_present)
+				{
+					RecordArgs	ra = {0};
+
+					ra.jobs = unrecorded;
+					in_transaction(record_fn, &ra);
+					ca.counts = ra.counts;
+				}
+				add_counts(&ca.counts);
+				/* forget recorded jobs; free a batch once all are recorded */
+				foreach(lc, unrecorded)
+					((Batch *) dispatch_owner(lfirst(lc)))->outstanding--;
+				foreach(lc, batches)
+				{
+					Batch	   *rb = lfirst(lc);
+
+					if (rb->outstanding == 0)
+					{
+						MemoryContextDelete(rb->cxt);
+						batches = foreach_delete_current(batches, lc);
+						pfree(rb);
+					}
+				}
+				list_free(unrecorded);
+				unrecorded = NIL;
+				unrecorded_since = 0;
+				in_flight = 0;
+				foreach(lc, batches)
+					in_flight += ((Batch *) lfirst(lc))->outstanding;
+			}
+			if (claim_now)
+			{
+				if (!ok || !ca.extension_present)
+					safety = 1.0;	/* try again soon, quietly */
+				else
+					safety = ca.next_due >= 0 ? Min(ca.next_due, worker_safety_poll_s) :
+						worker_safety_poll_s;
+				next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 (int) (safety * 1000));
+			}
 			if (ca.jobs != NIL)
 			{
 				MemoryContext old = MemoryContextSwitchTo(b->cxt);
@@ -538,9 +635,13 @@ p2p_preheat_worker_main(Datum arg)
 			long		wait_ms = next_claim == 0 ? 0 :
 				Max(0, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
 
+			/* answers waiting to be recorded: wake in time to record them */
+			if (unrecorded != NIL)
+				wait_ms = Min(wait_ms, RECORD_WAIT_MS);
 			set_state("dispatching", in_flight);
 			was_busy = true;
 			answered = pump_all(batches, Min(wait_ms, 1000));
+			publish_pace();
 			if (http_latch_fired())
 			{
 				next_claim = 0;	/* a COMMIT queued work: claim it now */
@@ -551,29 +652,10 @@ p2p_preheat_worker_main(Datum arg)
 
 			if (answered != NIL)
 			{
-				RecordArgs	ra = {0};
-
-				ra.jobs = answered;
-				in_transaction(record_fn, &ra);
-				add_counts(&ra.counts);
-				/* forget recorded jobs; free a batch once all are recorded */
-				foreach(lc, answered)
-					((Batch *) dispatch_owner(lfirst(lc)))->outstanding--;
-				foreach(lc, batches)
-				{
-					Batch	   *b = lfirst(lc);
-
-					if (b->outstanding == 0)
-					{
-						MemoryContextDelete(b->cxt);
-						batches = foreach_delete_current(batches, lc);
-						pfree(b);
-					}
-				}
+				if (unrecorded == NIL)
+					unrecorded_since = GetCurrentTimestamp();
+				unrecorded = list_concat(unrecorded, answered);
 				list_free(answered);
-				/* answers may have made polls or retries due */
-				if (next_claim > GetCurrentTimestamp())
-					next_claim = GetCurrentTimestamp();
 			}
 			continue;
 		}
@@ -598,6 +680,7 @@ p2p_preheat_worker_main(Datum arg)
 													 deleted >= 1000 ? 100 : 60000);
 		}
 		set_state("idle", 0);
+		publish_pace();
 		{
 			long		timeout = Max(1, (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000));
 			int			rc = WaitLatch(MyLatch,
@@ -617,6 +700,15 @@ p2p_preheat_worker_main(Datum arg)
 
 	/* shutdown: stop transfers; claimed jobs go back to the queue at once */
 	http_abort_all();
+	if (unrecorded != NIL)
+	{
+		/* answers already in (a job Dragonfly created) must not be sent again */
+		RecordArgs	ra = {0};
+
+		ra.jobs = unrecorded;
+		in_transaction(record_fn, &ra);
+		add_counts(&ra.counts);
+	}
 	{
 		List	   *unrecorded = NIL;
 		ListCell   *lc;
@@ -649,8 +741,8 @@ Datum
 p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[12];
+	bool		nulls[12] = {0};
 	WorkerShared s;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
@@ -658,7 +750,7 @@ p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 	if (shared == NULL)
 	{
 		/* not preloaded: SQL calls work, no worker runs */
-		for (int i = 0; i < 11; i++)
+		for (int i = 0; i < 12; i++)
 			nulls[i] = true;
 		values[1] = CStringGetTextDatum("not running: p2p_preheat is not in shared_preload_libraries");
 		nulls[1] = false;
@@ -682,5 +774,6 @@ p2p_preheat_worker_status(PG_FUNCTION_ARGS)
 	values[8] = Int64GetDatum(s.failed);
 	values[9] = Int64GetDatum(s.retried);
 	values[10] = Int64GetDatum(s.wakeups);
+	values[11] = DirectFunctionCall1(jsonb_in, CStringGetDatum(s.pace[0] ? s.pace : "[]"));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

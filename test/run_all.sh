@@ -83,7 +83,7 @@ for major in $PG_MAJORS; do
 	# a stand-in of its own: its log and per-URL fault counters start empty
 	stop_standin || true
 	mkdir -p "$work/standin-$major"
-	start_standin "$work/standin-$major" "${STANDIN_TEST_AUTH[@]}"
+	start_standin "$work/standin-$major" "${STANDIN_TEST_AUTH[@]}" --clusters 1,2
 
 	# a copy of the tree the server's user can write in (results, tmp_check)
 	tree="$work/tree-$major"

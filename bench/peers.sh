@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Side by side, in one process tree, against one nginx on loopback that
+# answers every request with a Dragonfly job (200):
+#   - nginx's ceiling, measured by wrk (64 connections);
+#   - the database-only ceiling: the worker's claim and record statements
+#     (p2p_preheat._claim with a lease, p2p_preheat._record) without HTTP;
+#   - pg_net 0.20.4 (built under /tmp from its source tarball) sending N
+#     net.http_post() requests with its background worker;
+#   - preheat_dispatch() in a loop, and the p2p_preheat background worker;
+#   - queueing: N preheat_url() calls against N net.http_post() calls.
+# Prints each figure and the ratios.
+# Usage: bench/peers.sh [jobs]
+#   PG_NET_TARBALL: pg_net's source (default ../shared/reference/pg_net-0.20.4.tar.gz
+#   beside the repository)
+set -euo pipefail
+source "$(dirname "$0")/../test/lib/common.sh"
+jobs=${1:-20000}
+PG_NET_TARBALL=${PG_NET_TARBALL:-$REPO/../shared/reference/pg_net-0.20.4.tar.gz}
+if [ ! -f "$PG_NET_TARBALL" ]; then
+	echo "pg_net's source tarball is missing: $PG_NET_TARBALL" >&2
+	echo "set PG_NET_TARBALL to the path of pg_net-0.20.4.tar.gz" >&2
+	exit 1
+fi
+
+ensure_deps
+need_packages nginx wrk
+build_and_install
+dir=$(make_workdir)
+ngx_pid=
+cleanup() {
+	[ -n "$ngx_pid" ] && kill "$ngx_pid" 2>/dev/null && wait "$ngx_pid" 2>/dev/null
+	stop_cluster "$dir"
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# ---- pg_net, built under /tmp, installed beside p2p_preheat -------------
+mkdir -p "$dir/pg_net"
+tar -xzf "$PG_NET_TARBALL" -C "$dir/pg_net" --strip-components=1
+make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" >/dev/null 2>&1
+make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" install >/dev/null 2>&1
+
+# ---- nginx: a Dragonfly job for every request -----------------------------
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $dir/nginx-error.log;
+pid $dir/nginx.pid;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $dir/nginx-body;
+	keepalive_requests 1000000;
+	server {
+		listen 127.0.0.1:$port;
+		location / {
+			default_type application/json;
+			return 200 '{"id": 1, "type": "preheat", "state": "PENDING", "args": {}}';
+		}
+	}
+}
+CONF
+nginx -c "$dir/nginx.conf" &
+ngx_pid=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+endpoint="http://127.0.0.1:$port"
+
+cat >"$dir/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"type":"preheat","scheduler_cluster_ids":[1,2],"args":{"type":"image","url":"https://harbor.example.com/v2/library/app/manifests/1","scope":"all_peers"}}'
+LUA
+nginx_rate=$(wrk -t2 -c64 -d5s -s "$dir/post.lua" "$endpoint/oapi/v1/jobs" | awk '/Requests\/sec/ {print $2}')
+
+# ---- one cluster: both workers serve database "postgres" -----------------
+start_cluster "$dir" "shared_preload_libraries = 'p2p_preheat,pg_net'" \
+	"p2p_preheat.database = 'postgres'" "pg_net.database_name = 'postgres'" \
+	"shared_buffers = 256MB" "max_wal_size = 4GB" "synchronous_commit = off" \
+	"p2p_preheat.registry_url = 'https://harbor.example.com'"
+cp "$REPO/test/fixtures/harbor.sql" "$dir/"
+cd "$dir"
+for db in dispatch dbonly queue; do
+	psql -qX -d postgres -c "CREATE DATABASE $db" >/dev/null
+done
+for db in postgres dispatch dbonly queue; do
+	psql -qX -v ON_ERROR_STOP=1 -d "$db" -v endpoint="$endpoint" <<'SQL' >/dev/null
+\i harbor.sql
+SELECT harbor_fixture.create_tables('proposal');
+SELECT harbor_fixture.add_instances(:'endpoint');
+CREATE EXTENSION p2p_preheat;
+SQL
+done
+psql -qX -d postgres -c "CREATE EXTENSION pg_net" >/dev/null
+psql -qX -d queue -c "CREATE EXTENSION pg_net" >/dev/null
+
+# N jobs as a policy run would queue them: a scope and a timeout in every body
+fill() {
+	psql -qX -d "$1" -c "INSERT INTO p2p_preheat.job (instance_id, url, attrs)
+		SELECT 1, format('https://harbor.example.com/v2/library/app-%s/manifests/%s', g % 500, g),
+			   '{\"scope\": \"all_peers\", \"timeout\": 1800000000000}'
+		  FROM generate_series(1, $jobs) g" >/dev/null
+	psql -qX -d "$1" -c "VACUUM ANALYZE p2p_preheat.job" >/dev/null
+}
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+
+# ---- the database-only ceiling -------------------------------------------
+fill dbonly
+t0=$(now)
+psql -qX -v ON_ERROR_STOP=1 -d dbonly <<'SQL' >/dev/null
+DO $$
+DECLARE
+	o p2p_preheat.job_outcome[];
+BEGIN
+	LOOP
+		SELECT array_agg(ROW(c.id, 'running', c.attempts + 1, 0, clock_timestamp() + interval '31 s',
+				clock_timestamp(), c.id, 'PENDING', 200, NULL, 0, NULL)::p2p_preheat.job_outcome)
+		  INTO o FROM p2p_preheat._claim(256, interval '300 s') c;
+		COMMIT;
+		EXIT WHEN o IS NULL;
+		PERFORM p2p_preheat._record(o);
+		COMMIT;
+	END LOOP;
+END $$;
+SQL
+t1=$(now)
+dbonly_rate=$(rate "$jobs" "$t0" "$t1")
+
+# ---- pg_net ----------------------------------------------------------------
+t0=$(now)
+psql -qX -d postgres -c "SELECT count(net.http_post('$endpoint/oapi/v1/jobs',
+	'{\"type\": \"preheat\", \"args\": {\"type\": \"image\"}}'::jsonb)) FROM generate_series(1, $jobs)" >/dev/null
+t1=$(now)
+until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM net._http_response")" -ge "$jobs" ]; do sleep 0.2; done
+t2=$(now)
+pgnet_rate=$(rate "$jobs" "$t1" "$t2")
+
+# ---- preheat_dispatch() in a loop ------------------------------------------
+fill dispatch
+t0=$(now)
+while [ "$(psql -qXAt -d dispatch -c "SELECT sent FROM p2p_preheat.preheat_dispatch(5000)")" -gt 0 ]; do :; done
+t1=$(now)
+dispatch_rate=$(rate "$jobs" "$t0" "$t1")
+
+# ---- the background worker --------------------------------------------------
+fill postgres
+t0=$(now)
+psql -qX -d postgres -c "SELECT p2p_preheat._wake_worker()" >/dev/null
+until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state IN ('queued', 'sending')")" -eq 0 ]; do
+	sleep 0.02
+done
+t1=$(now)
+worker_rate=$(rate "$jobs" "$t0" "$t1")
+worker_failed=$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'failed'")
+
+# ---- queueing: preheat_url() against net.http_post() ----------------------
+psql -qX -d queue -c "SELECT net.http_post('$endpoint/x', '{}'::jsonb); SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/warm/manifests/1')" >/dev/null
+t0=$(now)
+psql -qX -d queue -c "SELECT count(net.http_post('$endpoint/oapi/v1/jobs',
+	'{\"type\": \"preheat\"}'::jsonb)) FROM generate_series(1, $jobs)" >/dev/null
+t1=$(now)
+psql -qX -d queue -c "SELECT count(p2p_preheat.preheat_url(1,
+	'https://harbor.example.com/v2/library/q/manifests/' || g)) FROM generate_series(1, $jobs) g" >/dev/null
+t2=$(now)
+q_pgnet=$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
+q_preheat=$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
+
+awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" -v d="$dispatch_rate" \
+	-v w="$worker_rate" -v wf="$worker_failed" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
+	low = ngx < db ? ngx : db
+	printf "%d jobs, one nginx on loopback answering 200 with a Dragonfly job\n", n
+	printf "  nginx ceiling (wrk, 64 connections):      %8.0f req/s\n", ngx
+	printf "  database-only ceiling (claim + record):   %8.0f jobs/s\n", db
+	printf "  pg_net 0.20.4 (net.http_post, worker):    %8.0f req/s\n", net
+	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s\n", d
+	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed)\n", w, wf
+	printf "  worker / lower ceiling (%.0f):            %8.2f (target >= 0.5, stretch 0.75)\n", low, w / low
+	printf "  worker / preheat_dispatch():              %8.2f (target >= 1)\n", w / d
+	printf "  worker / pg_net:                          %8.1f\n", w / net
+	printf "  queueing: net.http_post() %.1f us a call, preheat_url() %.1f us a call: %.2f x (target <= 1.5)\n", qn, qp, qp / qn
+}'

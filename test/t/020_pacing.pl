@@ -1,0 +1,174 @@
+# Pacing against Dragonfly's per-cluster job rate limiter (the stand-in's
+# --cluster ID:RATE): the background worker, with the settings a user ships
+# with, learns each cluster's job_rate_limit from GET /oapi/v1/clusters/<id>,
+# creates every job with few 429s and none counted as an attempt, follows a
+# limit changed while jobs are in flight, adapts to 429s when its token may
+# not read clusters, and fails a job for a cluster that does not exist
+# within seconds, naming the cluster.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use IPC::Run;
+use JSON::PP;
+use HTTP::Tiny;
+
+my $standin = $ENV{STANDIN} or die "STANDIN is not set";
+my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
+
+# a stand-in of our own: four clusters with their limits, a token that may
+# read clusters and one that may only create jobs
+my $dir = PostgreSQL::Test::Utils::tempdir;
+my $log = "$dir/standin.log";
+my $h = IPC::Run::start(
+	[
+		$standin, '--host', '127.0.0.1', '--port', '0',
+		'--port-file', "$dir/port", '--log-file', $log,
+		'--token', 't-full', '--token', 't-jobs:job',
+		'--cluster', '1:20', '--cluster', '2:20', '--cluster', '3:10', '--cluster', '4:20'
+	],
+	'>', "$dir/out", '2>&1');
+for (1 .. 100) { last if -s "$dir/port"; sleep(0.05); }
+my $port = slurp_file("$dir/port");
+chomp $port;
+die "stand-in did not start" unless $port =~ /^\d+$/;
+END { $h->kill_kill if $h; }
+
+# POSTs of the jobs whose URL contains $marker: (accepted, refused with 429)
+sub posts
+{
+	my ($marker) = @_;
+	my ($ok, $limited) = (0, 0);
+	open(my $fh, '<', $log) or return (0, 0);
+	while (my $line = <$fh>)
+	{
+		next unless index($line, $marker) >= 0;
+		my $l = decode_json($line);
+		next unless $l->{route} eq 'POST /oapi/v1/jobs';
+		$ok++ if $l->{status} == 200;
+		$limited++ if $l->{status} == 429;
+	}
+	close $fh;
+	return ($ok, $limited);
+}
+
+my $node = PostgreSQL::Test::Cluster->new('pacing');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'p2p_preheat'
+p2p_preheat.database = 'postgres'
+p2p_preheat.registry_url = 'https://harbor.example.com'
+});
+$node->start;
+$node->safe_psql('postgres', "\\i $fixture");
+$node->safe_psql('postgres', qq{
+	SELECT harbor_fixture.create_tables('2.13');
+	SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
+	CREATE EXTENSION p2p_preheat;
+	UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-full"}' WHERE id = 1;
+	INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, auth_data, enabled, insecure)
+	VALUES (3, 'jobs-only', 'dragonfly', 'http://127.0.0.1:$port', 'OAUTH', '{"token": "t-jobs"}', true, false);
+});
+$node->poll_query_until('postgres', "SELECT state = 'idle' FROM p2p_preheat.worker_status()")
+  or die "worker did not start";
+
+sub queue
+{
+	my ($instance, $marker, $n, $clusters) = @_;
+	$node->safe_psql('postgres', qq{
+		SELECT count(p2p_preheat.preheat_url($instance,
+				'https://harbor.example.com/v2/library/$marker/manifests/' || i,
+				'{"cluster_ids": $clusters}'))
+		  FROM generate_series(1, $n) i});
+}
+
+sub jobs_where
+{
+	my ($marker, $cond) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%/$marker/%' AND $cond");
+}
+
+sub pace_of
+{
+	my ($instance, $cluster) = @_;
+	my $pace = decode_json($node->safe_psql('postgres',
+			'SELECT pace FROM p2p_preheat.worker_status()'));
+	my ($e) = grep { $_->{instance} == $instance && $_->{cluster} == $cluster } @$pace;
+	return $e // {};
+}
+
+# ---- a rate learned from the clusters route; 429s within limits ---------
+queue(1, 'learned', 100, '[1, 2]');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 100 FROM p2p_preheat.job WHERE url LIKE '%/learned/%' AND state = 'running'")
+  or die 'paced jobs not all created';
+my ($ok, $limited) = posts('/learned/');
+is($ok, 100, 'every job naming two limited clusters created once');
+ok($limited <= 0.1 * ($ok + $limited), "429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
+is(jobs_where('learned', 'attempts > 1'), '0', 'no job needed a second attempt');
+for my $c (1, 2)
+{
+	my $p = pace_of(1, $c);
+	is($p->{source}, 'clusters route', "cluster $c: pace learned from the clusters route");
+	is($p->{job_rate_limit}, 20, "cluster $c: its job_rate_limit");
+	ok($p->{pace} > 0 && $p->{pace} <= 20, "cluster $c: paced at no more than its limit ($p->{pace})");
+}
+like($node->safe_psql('postgres', 'SELECT pace FROM p2p_preheat.status WHERE instance_id = 1'),
+	qr/"job_rate_limit": 20/, 'the status view shows the pace per cluster');
+
+# ---- the limit changed (PATCH) while jobs are in flight ------------------
+queue(1, 'patched', 150, '[4]');
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 40 FROM p2p_preheat.job WHERE url LIKE '%/patched/%' AND state = 'running'")
+  or die 'jobs for cluster 4 not created';
+like($node->safe_psql('postgres', 'SELECT backlog FROM p2p_preheat.status WHERE instance_id = 1'),
+	qr/"4": \d+/, 'the status view shows the backlog of cluster 4');
+my $res = HTTP::Tiny->new->request('PATCH', "http://127.0.0.1:$port/oapi/v1/clusters/4",
+	{
+		headers => { 'Authorization' => 'Bearer t-full', 'Content-Type' => 'application/json' },
+		content => '{"scheduler_cluster_config": {"job_rate_limit": 10}}'
+	});
+is($res->{status}, 200, 'cluster 4 limited to 10 jobs/s while jobs are in flight');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 150 FROM p2p_preheat.job WHERE url LIKE '%/patched/%' AND state = 'running'")
+  or die 'jobs after the PATCH not all created';
+($ok, $limited) = posts('/patched/');
+is($ok, 150, 'every job created once across the change');
+ok($limited <= 0.1 * ($ok + $limited), "429s within limits across the change ($limited of " . ($ok + $limited) . ' POSTs)');
+is(jobs_where('patched', "state = 'failed' OR attempts > 1"), '0', 'no job failed or was counted a second attempt');
+is(pace_of(1, 4)->{job_rate_limit}, 10, 'the new limit learned again from the clusters route');
+
+# ---- an unknown cluster, told by the clusters route ----------------------
+my $t0 = time();
+queue(1, 'unknown-route', 1, '[1, 99]');
+$node->poll_query_until('postgres',
+	"SELECT state = 'failed' FROM p2p_preheat.job WHERE url LIKE '%/unknown-route/%'")
+  or die 'job for an unknown cluster did not fail';
+my $took = time() - $t0;
+ok($took < 10, "job for an unknown cluster failed within seconds ($took s)");
+like($node->safe_psql('postgres', "SELECT last_error FROM p2p_preheat.job WHERE url LIKE '%/unknown-route/%'"),
+	qr/scheduler cluster 99 does not exist .*404/, 'its error names the cluster');
+
+# ---- no cluster scope: adapt to 429s, and tell an unknown cluster --------
+$t0 = time();
+queue(3, 'adaptive', 60, '[3]');
+queue(3, 'unknown-429', 1, '[98]');
+$node->poll_query_until('postgres',
+	"SELECT state = 'failed' FROM p2p_preheat.job WHERE url LIKE '%/unknown-429/%'")
+  or die 'job for an unknown cluster did not fail without the clusters route';
+$took = time() - $t0;
+ok($took < 30, "without the clusters route, job for an unknown cluster failed within seconds ($took s)");
+like($node->safe_psql('postgres', "SELECT last_error FROM p2p_preheat.job WHERE url LIKE '%/unknown-429/%'"),
+	qr/scheduler cluster 98 with HTTP 429/, 'its error names the cluster');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 60 FROM p2p_preheat.job WHERE url LIKE '%/adaptive/%' AND state = 'running'")
+  or die 'adaptive jobs not all created';
+is(jobs_where('adaptive', "state = 'failed' OR attempts > 1"), '0',
+	'without the clusters route, every job created and none failed');
+is(pace_of(3, 3)->{source}, 'adapting to 429s', 'the pace of cluster 3 adapts to 429s');
+
+$node->stop;
+done_testing();
