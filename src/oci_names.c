@@ -299,21 +299,16 @@ check_image_name(const char *repository, const char *reference)
 /*
  * The manifest's host must not be an address the dispatcher itself would
  * refuse (link-local, cloud metadata, unspecified): Dragonfly would fetch
- * it, with the registry's credentials.  A name is resolved here, at queue
- * time, with glibc's asynchronous resolver, so the wait is bounded and query
- * cancel stops it.  A name that does not resolve is left to Dragonfly.
+ * it, with the registry's credentials.  Only address literals are checked
+ * here: resolving names at queue time would put a DNS wait in every call
+ * (and every row of a policy run); Dragonfly resolves them on its side.
  */
-#define RESOLVE_TIMEOUT_MS 2000
-
 static void
 check_manifest_host(const char *url, const char *host)
 {
 	struct addrinfo hints = {0};
-	struct gaicb req = {0};
-	struct gaicb *list[1] = {&req};
+	struct addrinfo *res = NULL;
 	char	   *name = pstrdup(host);
-	int			waited = 0;
-	int			rc;
 
 	if (http_allow_link_local)
 		return;
@@ -324,31 +319,10 @@ check_manifest_host(const char *url, const char *host)
 		name[strcspn(name, "]")] = '\0';
 	}
 	hints.ai_socktype = SOCK_STREAM;
-	req.ar_name = name;
-	req.ar_request = &hints;
-	if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0)
-		return;
-	while ((rc = gai_error(&req)) == EAI_INPROGRESS)
-	{
-		struct timespec ts = {0, 50 * 1000 * 1000};
-
-		if (InterruptPending || waited >= RESOLVE_TIMEOUT_MS)
-		{
-			/* the lookup may still be running: wait for it before leaving */
-			if (gai_cancel(&req) == EAI_NOTCANCELED)
-				while (gai_error(&req) == EAI_INPROGRESS)
-					(void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
-			if (req.ar_result)
-				freeaddrinfo(req.ar_result);
-			CHECK_FOR_INTERRUPTS();
-			return;				/* too slow to tell: Dragonfly resolves it */
-		}
-		(void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
-		waited += 50;
-	}
-	if (rc != 0 || req.ar_result == NULL)
-		return;
-	for (struct addrinfo *ai = req.ar_result; ai; ai = ai->ai_next)
+	hints.ai_flags = AI_NUMERICHOST;
+	if (getaddrinfo(name, NULL, &hints, &res) != 0 || res == NULL)
+		return;					/* a name, not an address */
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
 	{
 		const unsigned char *a = NULL;
 		const char *why;
@@ -360,19 +334,15 @@ check_manifest_host(const char *url, const char *host)
 		if (a && (why = http_address_refusal(ai->ai_family, a)) != NULL)
 		{
 			char		addr[INET6_ADDRSTRLEN] = "?";
-			char	   *rule;
 
 			inet_ntop(ai->ai_family, a, addr, sizeof(addr));
-			rule = strcmp(name, addr) == 0 ?
-				psprintf("its host is %s, %s", addr, why) :
-				psprintf("its host %s is %s, %s", host, addr, why);
-			freeaddrinfo(req.ar_result);
-			refuse("url", url, rule,
+			freeaddrinfo(res);
+			refuse("url", url, psprintf("its host is %s, %s", addr, why),
 				   "Dragonfly would fetch this manifest with the registry's credentials. "
 				   "A superuser may set p2p_preheat.allow_link_local to allow such addresses.");
 		}
 	}
-	freeaddrinfo(req.ar_result);
+	freeaddrinfo(res);
 }
 
 static void
