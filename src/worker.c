@@ -710,15 +710,15 @@ p2p_preheat_worker_main(Datum arg)
 		add_counts(&ra.counts);
 	}
 	{
-		List	   *unrecorded = NIL;
+		List	   *claimed = NIL;
 		ListCell   *lc;
 
 		foreach(lc, batches)
-			unrecorded = list_concat(unrecorded, ((Batch *) lfirst(lc))->queue.jobs);
-		if (unrecorded != NIL && in_transaction(release_fn, unrecorded))
+			claimed = list_concat(claimed, ((Batch *) lfirst(lc))->queue.jobs);
+		if (claimed != NIL && in_transaction(release_fn, claimed))
 			ereport(LOG,
 					(errmsg("p2p_preheat worker stopping: returned %d claimed jobs to the queue",
-							list_length(unrecorded))));
+							list_length(claimed))));
 		else
 			ereport(LOG, (errmsg("p2p_preheat worker stopping")));
 	}

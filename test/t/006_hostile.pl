@@ -277,14 +277,14 @@ sub peak_kb
 	return $hwm;
 }
 # The bound: what an idle backend of this server holds (shared memory it
-# touches included), plus six times p2p_preheat.answer_memory (16 MB): the
-# answers held, the record step's outcome array and its finished copy, the
-# statement that writes them (its function scan keeps the rows), and one
-# answer being parsed with its parse tree.  Measured here: about 60 MB over
-# idle on 15, 90 MB on 18.  Without the cap, 60 such answers took a backend
-# to 0.8-1.8 GB.
+# touches included), plus eight times p2p_preheat.answer_memory (16 MB):
+# the answers held, the outcome array the record step builds and its
+# finished copy, the record function's own copy of its argument, the
+# statement that writes them, and one answer being parsed with its parse
+# tree.  Measured here: 60-110 MB over idle on 15, about 90 on 18.  Without
+# the cap, 60 such answers took a backend to 0.8-1.8 GB.
 my $idle_kb = peak_kb('SELECT 1');
-my $bound_kb = $idle_kb + 6 * 16 * 1024;
+my $bound_kb = $idle_kb + 8 * 16 * 1024;
 note "idle backend: $idle_kb kB; bound: $bound_kb kB";
 sub sixty
 {
