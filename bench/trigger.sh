@@ -55,7 +55,10 @@ set_trigger() {
 	psql -qX -d postgres -c "SET client_min_messages = warning; DROP TRIGGER IF EXISTS p2p_preheat_extra_attrs ON p2p_preheat_policy;
 		DROP TRIGGER IF EXISTS bench_plpgsql ON p2p_preheat_policy;" >/dev/null
 	case $1 in
-	c) psql -qX -d postgres -c "SELECT p2p_preheat.attach('p2p_preheat_policy')" >/dev/null ;;
+	# the validation trigger alone, as attach() creates it (attach() would
+	# also bring back the sync trigger and sync every policy)
+	c) psql -qX -d postgres -c "CREATE TRIGGER p2p_preheat_extra_attrs BEFORE INSERT OR UPDATE ON p2p_preheat_policy
+		FOR EACH ROW EXECUTE FUNCTION p2p_preheat.policy_trigger()" >/dev/null ;;
 	plpgsql) psql -qX -d postgres -c "CREATE TRIGGER bench_plpgsql BEFORE INSERT OR UPDATE ON p2p_preheat_policy
 		FOR EACH ROW EXECUTE FUNCTION bench_plpgsql_extra_attrs()" >/dev/null ;;
 	esac

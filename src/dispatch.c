@@ -183,6 +183,9 @@ backoff_secs(int attempt)
 	return ms * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state)) / 1000.0;
 }
 
+/* Harbor's token_expiration, read with the last claim (prepare has no transaction) */
+static int	token_lifetime_s = HARBOR_TOKEN_DEFAULT_LIFETIME_S;
+
 const char *const job_state_names[] = {
 	"queued", "sending", "running", "succeeded", "failed", "canceled"
 };
@@ -375,7 +378,11 @@ dispatch_claim(int max_jobs, bool lease)
 		jobs = lappend(jobs, j);
 	}
 	if (jobs != NIL)
+	{
 		attach_instances(jobs);
+		/* the pull token lives as long as Harbor's own would */
+		token_lifetime_s = harbor_token_lifetime_s(HARBOR_TOKEN_DEFAULT_LIFETIME_S);
+	}
 	SPI_finish();
 	return jobs;
 }
@@ -464,7 +471,7 @@ prepare(DispatchJob *j, const char *username, const char *password,
 		char	   *token_error = NULL;
 		char	   *minted = j->headers ? NULL :
 			harbor_token_headers(j->url, dispatch_registry_url,
-								 HARBOR_TOKEN_DEFAULT_LIFETIME_S, &token_error);
+								 token_lifetime_s, &token_error);
 
 		if (token_error)
 		{

@@ -229,6 +229,12 @@ static HarborQuery q_scopes = {
 	{"p2p_preheat_policy"}, 0, {0}
 };
 
+/* Harbor's token_expiration setting (minutes), if Harbor has set it. */
+static HarborQuery q_token_expiration = {
+	"SELECT v::text AS v FROM %1$s.properties WHERE k = 'token_expiration'",
+	{"properties"}, 0, {0}
+};
+
 static bool version_checked = false;
 static bool callback_registered = false;
 
@@ -725,4 +731,37 @@ harbor_instance_vendor(int instance_id)
 	}
 	SPI_finish();
 	return vendor;
+}
+
+/*
+ * The lifetime of Harbor's pull token: Harbor's token_expiration property
+ * (minutes), read as Harbor's owner, or Harbor's default of 30 minutes when
+ * it is absent or not a positive whole number.
+ */
+int
+harbor_token_lifetime_s(int default_s)
+{
+	HarborRecord h;
+	SPITupleTable *tt;
+	int			lifetime = default_s;
+
+	load_record(&h);
+	if (!h.found || !OidIsValid(get_relname_relid("properties", h.nsp)))
+		return default_s;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_token_expiration, NULL, NULL, true, true);
+	if (tt && SPI_processed == 1)
+	{
+		char	   *v = get_text(tt, 0, "v");
+		char	   *end;
+		long		minutes;
+
+		errno = 0;
+		minutes = v ? strtol(v, &end, 10) : 0;
+		if (v && errno == 0 && end != v && *end == '\0' && minutes > 0 && minutes <= 60 * 24 * 365)
+			lifetime = (int) minutes * 60;
+	}
+	SPI_finish();
+	return lifetime;
 }

@@ -49,4 +49,10 @@ extern List *harbor_instances(int *ids, int nids);
  */
 extern char *harbor_instance_vendor(int instance_id);
 
+/*
+ * Harbor's token_expiration (in seconds), read as Harbor's owner; default_s
+ * when Harbor has not set it.  Needs a transaction.
+ */
+extern int	harbor_token_lifetime_s(int default_s);
+
 #endif

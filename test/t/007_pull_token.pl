@@ -21,7 +21,7 @@ my $standin_log = $ENV{DRAGONFLY_LOG} or die "DRAGONFLY_LOG is not set";
 my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 my $run = sprintf('tok%d', time() * 1000);    # repository names unique to this run
 my $registry = 'https://harbor.example.com';
-my $lifetime = 30 * 60;                          # Harbor's token_expiration default, in seconds
+our $lifetime = 30 * 60;                         # Harbor's token_expiration default, in seconds
 
 # ---- keys, made by openssl, and what an outside verifier expects of them ----
 my $dir = PostgreSQL::Test::Utils::tempdir;
@@ -205,6 +205,15 @@ isnt($again->{claims}{jti}, $first->{claims}{jti}, 'each token has its own jti')
 # a repository below the project's top level
 dispatch("SELECT p2p_preheat.preheat(1, '$run-deep/er', '1.0')");
 check_token('deep/er', 'pkcs1', $t0, time());
+
+# Harbor's token_expiration (minutes, in its properties table) sets the lifetime
+$node->safe_psql('postgres', "INSERT INTO properties (k, v) VALUES ('token_expiration', '5')");
+{
+	local $lifetime = 5 * 60;
+	dispatch("SELECT p2p_preheat.preheat(1, '$run-expiry', '1.0')");
+	check_token('expiry', 'pkcs1', $t0, time());
+}
+$node->safe_psql('postgres', "DELETE FROM properties WHERE k = 'token_expiration'");
 
 # ---- the same file rewritten with a PKCS#8 key: read again, same session ------
 open(my $fh, '>', "$dir/key.pem") or die;
