@@ -330,7 +330,7 @@ $session->quit;
 $node->stop;
 my $log = slurp_file($node->logfile);
 like($log, qr/p2p_preheat http > Authorization: \[redacted\]/, 'libcurl trace was on');
-is(scalar(@tokens), 6, 'six tokens seen');
+is(scalar(@tokens), 7, 'seven tokens seen');
 for my $i (0 .. $#tokens)
 {
 	my $sig = (split /\./, $tokens[$i])[2] // 'none';
