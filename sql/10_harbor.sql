@@ -103,6 +103,13 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_set_extra_attrs'
 LANGUAGE C VOLATILE STRICT;
 
+-- Harbor's json extra_attrs made text, as Harbor's owner (the rewrite runs
+-- Harbor's constraints and index expressions).
+CREATE FUNCTION p2p_preheat._harbor_extra_attrs_to_text()
+RETURNS void
+AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_extra_attrs_to_text'
+LANGUAGE C VOLATILE;
+
 -- extra_attrs text as an object to merge into, or NULL when it is not one
 CREATE FUNCTION p2p_preheat._as_object(extra_attrs text)
 RETURNS jsonb
@@ -228,8 +235,7 @@ BEGIN
 		-- it.  json and text are not binary-coercible: this rewrites the
 		-- table (one row per policy) under the caller's lock_timeout.
 		BEGIN
-			EXECUTE format('ALTER TABLE %s ALTER COLUMN extra_attrs TYPE text USING extra_attrs::text',
-						   policy_table);
+			PERFORM p2p_preheat._harbor_extra_attrs_to_text();
 			RAISE NOTICE 'p2p_preheat: extra_attrs of % is now text (was %), as Harbor 2.13+ creates it',
 				policy_table, ea_type;
 		EXCEPTION WHEN feature_not_supported OR dependent_objects_still_exist THEN

@@ -55,6 +55,7 @@ PG_FUNCTION_INFO_V1(p2p_preheat_harbor_artifact);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_project);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_scopes);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_set_extra_attrs);
+PG_FUNCTION_INFO_V1(p2p_preheat_harbor_extra_attrs_to_text);
 
 char	   *harbor_schema_setting = NULL;
 
@@ -764,4 +765,31 @@ harbor_token_lifetime_s(int default_s)
 	}
 	SPI_finish();
 	return lifetime;
+}
+
+/*
+ * Converts Harbor's json extra_attrs to text.  The rewrite re-checks the
+ * table's constraints and rebuilds its indexes, whose expressions Harbor's
+ * role wrote: so it runs as Harbor's owner, like every other touch here.
+ */
+Datum
+p2p_preheat_harbor_extra_attrs_to_text(PG_FUNCTION_ARGS)
+{
+	HarborRecord h;
+	AsHarbor	s;
+	char	   *sql;
+
+	harbor_check_version();
+	require_record(&h);
+	check_table(&h, "p2p_preheat_policy");
+	sql = psprintf("ALTER TABLE %s.p2p_preheat_policy ALTER COLUMN extra_attrs TYPE text"
+				   " USING extra_attrs::text", quote_identifier(NameStr(h.schema)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	become_harbor(&h, &s);
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "could not change the type of Harbor's extra_attrs");
+	stop_being_harbor(&s);
+	SPI_finish();
+	PG_RETURN_VOID();
 }

@@ -164,5 +164,37 @@ ok($node->safe_psql('postgres', "SELECT count(*) FROM public.pwn_log WHERE via =
 is(ran_as_others(), '0', 'row-level security functions run as Harbor only, from superuser calls and the worker');
 is(harbor_is_superuser(), 'f', 'rolsuper stays false at the end');
 
+# CREATE EXTENSION on the proposal's json column converts it to text: the
+# rewrite re-checks Harbor's constraints on the column, so a CHECK of Harbor's runs, as
+# Harbor only.
+$node->safe_psql('postgres', 'CREATE DATABASE jsondb OWNER harbor');
+$node->safe_psql('jsondb', "\\i $fixture");
+$node->safe_psql('jsondb', 'GRANT CREATE, USAGE ON SCHEMA public TO harbor; GRANT USAGE ON SCHEMA harbor_fixture TO harbor');
+($rc, $out, $err) = $node->psql('jsondb', q{
+	SELECT harbor_fixture.create_tables('proposal');
+	CREATE TABLE public.pwn_log (at_user name, sess name, via text);
+	CREATE FUNCTION public.pwn(via text) RETURNS boolean LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.pwn_log VALUES (current_user, session_user, via);
+		IF current_user <> 'harbor' THEN
+			EXECUTE 'ALTER ROLE harbor SUPERUSER';
+		END IF;
+		RETURN true;
+	END $$;
+	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, extra_attrs)
+	VALUES (1, 'p1', 1, 1, '{}');
+	ALTER TABLE p2p_preheat_policy ADD CONSTRAINT spy CHECK (public.pwn('check ' || coalesce(extra_attrs::text, '')));
+}, extra_params => [ '-U', 'harbor' ]);
+is($rc, 0, "Harbor's json table with a CHECK of its own") or diag $err;
+my $checks = $node->safe_psql('jsondb', "SELECT count(*) FROM public.pwn_log");
+$node->safe_psql('jsondb', 'CREATE EXTENSION p2p_preheat');
+is($node->safe_psql('jsondb', "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'p2p_preheat_policy'::regclass AND attname = 'extra_attrs'"),
+	'text', 'CREATE EXTENSION converted extra_attrs to text');
+ok($node->safe_psql('jsondb', "SELECT count(*) FROM public.pwn_log") > $checks,
+	"the rewrite ran Harbor's CHECK");
+is($node->safe_psql('jsondb', "SELECT count(*) FROM public.pwn_log WHERE at_user <> 'harbor'"),
+	'0', "the conversion ran Harbor's CHECK as Harbor's role");
+is(harbor_is_superuser(), 'f', 'rolsuper stays false after the conversion');
+
 $node->stop;
 done_testing();
