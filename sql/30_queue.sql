@@ -35,6 +35,8 @@ CREATE TABLE p2p_preheat.job (
 	polls integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
 	lease_until timestamptz,
+	claimed_by bigint,				-- the worker generation that claimed it (see _worker_generation())
+	maybe_sent boolean NOT NULL DEFAULT false,	-- a POST may have reached Dragonfly unanswered
 	dragonfly_job_id bigint,
 	dragonfly_state text,
 	last_http_status integer,
@@ -66,6 +68,16 @@ CREATE TABLE p2p_preheat.job_secret (
 	job_id bigint PRIMARY KEY REFERENCES p2p_preheat.job ON DELETE CASCADE,
 	headers jsonb NOT NULL
 );
+
+/*
+ * The running worker's generation: a number no other start of the worker,
+ * on this server or any other, has had; NULL while no worker runs.  A claim
+ * made by any other generation belongs to a worker that is gone.
+ */
+CREATE FUNCTION p2p_preheat._worker_generation()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'p2p_preheat_worker_generation'
+LANGUAGE C VOLATILE;
 
 -- Sets the worker's latch when this transaction commits; nothing on rollback.
 CREATE FUNCTION p2p_preheat._wake_worker()
@@ -293,31 +305,41 @@ CREATE TYPE p2p_preheat.claimed_job AS (
 	attempts integer,
 	polls integer,
 	sent_at timestamptz,
+	created_at timestamptz,
+	maybe_sent boolean,		-- look for it in Dragonfly before sending it again
 	headers text			-- the caller's token, if any (job_secret)
 );
 
 /*
  * Claims due open jobs.  With a lease (the worker), claimed jobs are marked
- * so that they stay claimed after this transaction commits; without one
- * (preheat_dispatch()), the caller's row locks are the claim.
+ * with the worker's generation so that they stay claimed after this
+ * transaction commits; without one (preheat_dispatch()), the caller's row
+ * locks are the claim.  A claim is void once its lease ends or as soon as
+ * the worker that made it is gone (crash, restart, failover): no wait.
+ * A job found still 'sending' was claimed and never recorded: its POST may
+ * have reached Dragonfly.
  */
 CREATE FUNCTION p2p_preheat._claim(max_jobs integer, lease interval)
 RETURNS SETOF p2p_preheat.claimed_job
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH c AS (
-		SELECT id FROM p2p_preheat.job
-		 WHERE open
-		   AND next_attempt_at <= clock_timestamp()
-		   AND (lease_until IS NULL OR lease_until < clock_timestamp())
-		 ORDER BY next_attempt_at
+	WITH g AS MATERIALIZED (SELECT p2p_preheat._worker_generation() AS gen),
+	c AS (
+		SELECT j.id FROM p2p_preheat.job j
+		 WHERE j.open
+		   AND j.next_attempt_at <= clock_timestamp()
+		   AND (j.lease_until IS NULL OR j.lease_until < clock_timestamp()
+				OR (j.claimed_by IS NOT NULL AND j.claimed_by IS DISTINCT FROM (SELECT gen FROM g)))
+		 ORDER BY j.next_attempt_at
 		 LIMIT max_jobs
-		 FOR UPDATE SKIP LOCKED),
+		 FOR UPDATE OF j SKIP LOCKED),
 	leased AS (
 		UPDATE p2p_preheat.job j
 		   SET state = CASE WHEN j.state = 'running' THEN 'running'::p2p_preheat.job_state
 							ELSE 'sending' END,
+			   maybe_sent = j.maybe_sent OR j.state = 'sending',
+			   claimed_by = (SELECT gen FROM g),
 			   lease_until = clock_timestamp() + lease,
 			   updated_at = clock_timestamp()
 		  FROM c
@@ -328,7 +350,8 @@ AS $$
 		UNION ALL
 		SELECT j.* FROM p2p_preheat.job j JOIN c ON c.id = j.id WHERE lease IS NULL)
 	SELECT c.id, c.state, c.url, c.attrs, c.instance_id, c.policy_id, c.dragonfly_job_id,
-		   c.attempts, c.polls, c.sent_at, s.headers::text
+		   c.attempts, c.polls, c.sent_at, c.created_at,
+		   c.maybe_sent OR (lease IS NULL AND c.state = 'sending'), s.headers::text
 	  FROM claimed c
 	  LEFT JOIN p2p_preheat.job_secret s ON s.job_id = c.id
 $$;
@@ -346,7 +369,8 @@ CREATE TYPE p2p_preheat.job_outcome AS (
 	http_status integer,
 	error text,
 	failed_peers integer,
-	result jsonb					-- NULL: unchanged
+	result jsonb,					-- NULL: unchanged
+	maybe_sent boolean				-- a POST without an answer: look before sending again
 );
 
 -- Records a batch of outcomes; returns how many jobs it changed.
@@ -367,7 +391,8 @@ AS $$
 			   failed_peers = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN o.failed_peers END,
 			   result = coalesce(o.result, j.result),
 			   finished_at = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN clock_timestamp() END,
-			   lease_until = NULL,
+			   lease_until = NULL, claimed_by = NULL,
+			   maybe_sent = coalesce(o.maybe_sent, false),
 			   updated_at = clock_timestamp()
 		  FROM unnest(outcomes) o
 		 WHERE j.id = o.id AND j.open
@@ -379,15 +404,17 @@ AS $$
 	SELECT count(*) FROM u
 $$;
 
--- Claimed jobs that were never answered go back to the queue.
-CREATE FUNCTION p2p_preheat._release(ids bigint[])
+-- Claimed jobs that were never answered go back to the queue; those whose
+-- POST was under way (maybe_sent) are looked for in Dragonfly before the next.
+CREATE FUNCTION p2p_preheat._release(ids bigint[], maybe_sent bigint[])
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	UPDATE p2p_preheat.job
 	   SET state = CASE WHEN state = 'sending' THEN 'queued'::p2p_preheat.job_state ELSE state END,
-		   lease_until = NULL, updated_at = clock_timestamp()
+		   maybe_sent = job.maybe_sent OR (state = 'sending' AND id = ANY (_release.maybe_sent)),
+		   lease_until = NULL, claimed_by = NULL, updated_at = clock_timestamp()
 	 WHERE id = ANY (ids) AND state IN ('sending', 'running')
 $$;
 
