@@ -392,6 +392,7 @@ typedef struct ClaimArgs
 	MemoryContext cxt;
 	double		next_due;		/* seconds until the next due job, or -1 */
 	bool		extension_present;
+	bool		harbor_attached;
 } ClaimArgs;
 
 static bool
@@ -402,6 +403,15 @@ claim_fn(void *p)
 
 	a->extension_present = OidIsValid(get_extension_oid("p2p_preheat", true));
 	if (!a->extension_present)
+		return true;
+	/* installed before Harbor created its tables: nothing can be queued yet */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	a->harbor_attached =
+		SPI_execute("SELECT FROM p2p_preheat.harbor h WHERE to_regnamespace(h.schema_name::text) IS NOT NULL",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+	SPI_finish();
+	if (!a->harbor_attached)
 		return true;
 	old = MemoryContextSwitchTo(a->cxt);
 	a->jobs = dispatch_claim(a->max, true);
@@ -665,6 +675,10 @@ p2p_preheat_worker_main(Datum arg)
 				safety = Min(report_problem(missing), 5.0);
 				pfree(missing);
 			}
+			else if (!ca.harbor_attached)
+				safety = report_problem("this database holds no Harbor tables that p2p_preheat is attached to; "
+										"it attaches when Harbor creates p2p_preheat_policy, or a superuser runs "
+										"SELECT p2p_preheat.attach('public.p2p_preheat_policy')");
 			else
 			{
 				problem_solved();
