@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Failover in the middle of a run: etcd and two PostgreSQL nodes managed by
 # Patroni, all on loopback.  5,000 jobs are queued on the primary; once the
-# worker is under way the primary's postmaster is killed with -9 and Patroni
-# promotes the replica.  Reports jobs lost (queued but never accepted by the
+# worker is under way the primary node is lost: its Patroni and then its
+# postmaster are killed with -9 (killing the postmaster alone makes Patroni
+# restart it in place, which 012_recovery.pl covers), and Patroni promotes
+# the replica once the leader key expires.  Reports jobs lost (queued but never accepted by the
 # stand-in: must be 0), duplicate POSTs, and the time from the kill to the
 # new primary's worker starting and to its first POST.
 # Patroni's timing here is ttl 10 s, loop_wait 2 s (its defaults are 30 s and
@@ -18,13 +20,22 @@ build_and_install
 build_standin
 dir=$(make_workdir)
 pids=()
+# every process under one we started (a subshell, runuser, then the program)
+children() {
+	local c
+	for c in $(pgrep -P "$1" 2>/dev/null || true); do
+		echo "$c"
+		children "$c"
+	done
+}
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	set +e
+	for p in "${pids[@]}"; do kill $(children "$p") "$p" 2>/dev/null; done
+	sleep 3
+	for f in "$dir"/n*/data/postmaster.pid; do [ -f "$f" ] && kill -9 "$(head -1 "$f")" 2>/dev/null; done
+	for p in "${pids[@]}"; do kill -9 $(children "$p") "$p" 2>/dev/null; done
 	stop_standin
-	pkill_children=$(ls "$dir"/n*/data/postmaster.pid 2>/dev/null || true)
-	for f in $pkill_children; do kill -9 "$(head -1 "$f")" 2>/dev/null || true; done
-	rm -rf "$dir"
+	[ -n "${KEEP:-}" ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 
@@ -96,6 +107,7 @@ done
 chown -R postgres:postgres "$dir"
 as_pg patroni "$dir/n1/patroni.yml" >"$dir/n1/patroni.log" 2>&1 &
 pids+=($!)
+n1_wrapper=$!
 leader_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${apiport[$1]}/leader" || true; }
 for _ in $(seq 1 120); do [ "$(leader_of n1)" = 200 ] && break; sleep 0.5; done
 [ "$(leader_of n1)" = 200 ] || { tail -30 "$dir/n1/patroni.log"; echo "n1 did not become leader" >&2; exit 1; }
@@ -122,8 +134,8 @@ until [ "$(q n1 -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'running'
 sleep 0.5
 pm=$(head -1 "$dir/n1/data/postmaster.pid")
 t_kill=$(date +%s.%N)
-kill -9 "$pm"
-echo "killed the primary's postmaster (pid $pm) at $t_kill"
+kill -9 $(children "$n1_wrapper") "$pm"
+echo "lost the primary node: killed its Patroni and its postmaster (pid $pm) at $t_kill"
 for _ in $(seq 1 240); do [ "$(leader_of n2)" = 200 ] && break; sleep 0.25; done
 [ "$(leader_of n2)" = 200 ] || { tail -30 "$dir/n2/patroni.log"; echo "n2 was not promoted" >&2; exit 1; }
 for _ in $(seq 1 600); do
