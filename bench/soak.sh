@@ -46,10 +46,10 @@ VALUES (100, 'on-push', 1, 1, true, '{"type":"event_based"}',
 		'[{"type":"repository","value":"**"},{"type":"tag","value":"**"}]');
 -- every job that ends, kept here because purges delete the jobs themselves
 CREATE TABLE soak_final (state text, error text);
-CREATE FUNCTION soak_final() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO soak_final VALUES (NEW.state, NEW.last_error); RETURN NULL; END $$;
+CREATE FUNCTION public.soak_final() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.soak_final VALUES (NEW.state, NEW.last_error); RETURN NULL; END $$;
 CREATE TRIGGER soak_final AFTER UPDATE OF state ON p2p_preheat.job
-	FOR EACH ROW WHEN (OLD.open AND NOT NEW.open) EXECUTE FUNCTION soak_final();
+	FOR EACH ROW WHEN (OLD.open AND NOT NEW.open) EXECUTE FUNCTION public.soak_final();
 SQL
 pid=$(psql -qXAt -d postgres -c "SELECT pid FROM p2p_preheat.worker_status()")
 rss() { awk '/RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0; }

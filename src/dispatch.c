@@ -651,11 +651,15 @@ dispatch_pump(DispatchQueue *q, long timeout_ms)
 	}
 	if (stash != NIL)
 	{
+		/* answers that came in while a lookup waited, lengthof(done) at a time */
 		n = 0;
 		foreach(lc, stash)
+		{
+			if (n == lengthof(done))
+				break;
 			done[n++] = lfirst(lc);
-		list_free(stash);
-		stash = NIL;
+		}
+		stash = list_delete_first_n(stash, n);
 	}
 	else if (answered != NIL || http_in_flight() == 0)
 		return answered;

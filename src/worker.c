@@ -347,6 +347,26 @@ problem_solved(void)
 	problem_backoff = 0;
 }
 
+/* An error of a step other than the claim: logged, the same one at most once a minute. */
+static void
+log_failure(const char *step)
+{
+	static char *logged = NULL;
+	static TimestampTz logged_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (last_error == NULL)
+		return;
+	if (logged && strcmp(logged, last_error) == 0 &&
+		!TimestampDifferenceExceeds(logged_at, now, 60 * 1000))
+		return;
+	ereport(LOG, (errmsg("p2p_preheat worker could not %s: %s", step, last_error)));
+	if (logged)
+		pfree(logged);
+	logged = MemoryContextStrdup(TopMemoryContext, last_error);
+	logged_at = now;
+}
+
 /* A setting naming a file this server cannot read, as a problem, or NULL. */
 static char *
 file_problem(const char *setting, const char *path)
@@ -730,7 +750,8 @@ p2p_preheat_worker_main(Datum arg)
 				RecordArgs	ra = {0};
 
 				ra.jobs = answered;
-				in_transaction(record_fn, &ra);
+				if (!in_transaction(record_fn, &ra))
+					log_failure("record answers from Dragonfly");
 				add_counts(&ra.counts);
 				/* forget recorded jobs; free a batch once all are recorded */
 				foreach(lc, answered)
@@ -768,7 +789,8 @@ p2p_preheat_worker_main(Datum arg)
 			int64		deleted = 0;
 
 			set_state("purging", 0);
-			in_transaction(purge_fn, &deleted);
+			if (!in_transaction(purge_fn, &deleted))
+				log_failure("purge old jobs");
 			/* a full batch: more to delete, keep going between other work */
 			next_purge = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 deleted >= 1000 ? 100 : 60000);
@@ -805,7 +827,12 @@ p2p_preheat_worker_main(Datum arg)
 					(errmsg("p2p_preheat worker stopping: returned %d claimed jobs to the queue",
 							list_length(unrecorded))));
 		else
-			ereport(LOG, (errmsg("p2p_preheat worker stopping")));
+			ereport(LOG,
+					(errmsg("p2p_preheat worker stopping"),
+					 unrecorded != NIL && last_error ?
+					 errdetail("Its %d claimed jobs could not be returned to the queue (%s); "
+							   "the next worker takes them up as soon as it starts.",
+							   list_length(unrecorded), last_error) : 0));
 	}
 	/* non-zero: restarted unless the server itself is stopping */
 	proc_exit(1);
