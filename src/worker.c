@@ -78,6 +78,8 @@ typedef struct WorkerShared
 	int64		retried;
 	int64		wakeups;
 	int			db_check;		/* DB_CHECK_* below */
+	int			connect_failures;	/* starts that could not connect, in a row */
+	bool		connect_failure_logged;
 	int64		generation;		/* this start of the worker; 0 if none runs */
 } WorkerShared;
 
@@ -578,16 +580,44 @@ connect_problem(void)
 static void
 check_connection_then_exit(void)
 {
+	bool		waited = false;
+
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	SpinLockAcquire(&shared->mutex);
 	shared->pid = MyProcPid;
 	shared->started_at = GetCurrentTimestamp();
+	shared->connect_failures++;
 	SpinLockRelease(&shared->mutex);
 	while (!ShutdownRequestPending)
 	{
 		char	   *problem = connect_problem();
 		double		wait_s;
 
+		/*
+		 * Nothing wrong that can be seen from here, yet connecting keeps
+		 * failing (a connection limit, say): back off between attempts too.
+		 */
+		if (problem == NULL && shared->connect_failures > 2 && !waited)
+		{
+			problem = psprintf("could not connect to database \"%s\"%s%s%s (%d attempts in a row) for a reason "
+							   "the server log gives in its FATAL message; the worker tries again with a back-off",
+							   worker_database,
+							   worker_role && worker_role[0] ? " as role \"" : "",
+							   worker_role && worker_role[0] ? worker_role : "",
+							   worker_role && worker_role[0] ? "\"" : "",
+							   shared->connect_failures - 1);
+			set_state(psprintf("waiting: %s", problem), 0);
+			if (!shared->connect_failure_logged)
+				ereport(LOG, (errmsg("p2p_preheat worker is waiting: %s", problem)));
+			shared->connect_failure_logged = true;
+			waited = true;
+			ResetLatch(MyLatch);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(1000L << Min(shared->connect_failures - 2, 6), 60000L),
+							 PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
 		if (problem == NULL)
 		{
 			if (reported)
@@ -631,6 +661,8 @@ p2p_preheat_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnection(worker_database,
 										 worker_role && worker_role[0] ? worker_role : NULL, 0);
 	shared->db_check = DB_CHECK_NONE;
+	shared->connect_failures = 0;
+	shared->connect_failure_logged = false;
 	pgstat_report_appname("p2p_preheat dispatcher");
 	/* never wait long behind DROP EXTENSION, TRUNCATE or ALTER EXTENSION */
 	SetConfigOption("lock_timeout", "200", PGC_SUSET, PGC_S_OVERRIDE);
