@@ -35,6 +35,8 @@ CREATE TABLE p2p_preheat.job (
 	polls integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
 	lease_until timestamptz,
+	claimed_by bigint,				-- the worker generation that claimed it (see _worker_generation())
+	maybe_sent boolean NOT NULL DEFAULT false,	-- a POST may have reached Dragonfly unanswered
 	dragonfly_job_id bigint,
 	dragonfly_state text,
 	last_http_status integer,
@@ -81,6 +83,16 @@ CREATE FUNCTION p2p_preheat._check_manifest_url(url text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'p2p_preheat_check_manifest_url'
 LANGUAGE C IMMUTABLE;
+
+/*
+ * The running worker's generation: a number no other start of the worker,
+ * on this server or any other, has had; NULL while no worker runs.  A claim
+ * made by any other generation belongs to a worker that is gone.
+ */
+CREATE FUNCTION p2p_preheat._worker_generation()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'p2p_preheat_worker_generation'
+LANGUAGE C VOLATILE;
 
 -- Sets the worker's latch when this transaction commits; nothing on rollback.
 CREATE FUNCTION p2p_preheat._wake_worker()
@@ -330,31 +342,41 @@ CREATE TYPE p2p_preheat.claimed_job AS (
 	attempts integer,
 	polls integer,
 	sent_at timestamptz,
+	created_at timestamptz,
+	maybe_sent boolean,		-- look for it in Dragonfly before sending it again
 	headers text			-- the caller's token, if any (job_secret)
 );
 
 /*
  * Claims due open jobs.  With a lease (the worker), claimed jobs are marked
- * so that they stay claimed after this transaction commits; without one
- * (preheat_dispatch()), the caller's row locks are the claim.  Two
- * statements, not one with both branches: each keeps a plan that reaches
- * the claimed rows through the primary key, never by scanning the table.
+ * with the worker's generation so that they stay claimed after this
+ * transaction commits; without one (preheat_dispatch()), the caller's row
+ * locks are the claim.  A claim is void once its lease ends or as soon as
+ * the worker that made it is gone (crash, restart, failover): no wait.
+ * A job found still 'sending' was claimed and never recorded: its POST may
+ * have reached Dragonfly.  Two statements, not one with both branches: each
+ * keeps a plan that reaches the claimed rows through the primary key, never
+ * by scanning the table.
  */
 CREATE FUNCTION p2p_preheat._claim(max_jobs integer, lease interval)
 RETURNS SETOF p2p_preheat.claimed_job
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	gen bigint := p2p_preheat._worker_generation();
 BEGIN
 	IF lease IS NULL THEN
 		RETURN QUERY
 		SELECT j.id, j.state, j.url, j.attrs, j.instance_id, j.policy_id, j.dragonfly_job_id,
-			   j.attempts, j.polls, j.sent_at,
+			   j.attempts, j.polls, j.sent_at, j.created_at,
+			   j.maybe_sent OR j.state = 'sending',
 			   (SELECT s.headers::text FROM p2p_preheat.job_secret s WHERE s.job_id = j.id)
 		  FROM p2p_preheat.job j
 		 WHERE j.open
 		   AND j.next_attempt_at <= clock_timestamp()
-		   AND (j.lease_until IS NULL OR j.lease_until < clock_timestamp())
+		   AND (j.lease_until IS NULL OR j.lease_until < clock_timestamp()
+				OR (j.claimed_by IS NOT NULL AND j.claimed_by IS DISTINCT FROM gen))
 		 ORDER BY j.next_attempt_at
 		 LIMIT max_jobs
 		 FOR UPDATE OF j SKIP LOCKED;
@@ -364,19 +386,22 @@ BEGIN
 			UPDATE p2p_preheat.job j
 			   SET state = CASE WHEN j.state = 'running' THEN 'running'::p2p_preheat.job_state
 								ELSE 'sending' END,
+				   maybe_sent = j.maybe_sent OR j.state = 'sending',
+				   claimed_by = gen,
 				   lease_until = clock_timestamp() + lease,
 				   updated_at = clock_timestamp()
 			 WHERE j.id = ANY (ARRAY(
 					SELECT c.id FROM p2p_preheat.job c
 					 WHERE c.open
 					   AND c.next_attempt_at <= clock_timestamp()
-					   AND (c.lease_until IS NULL OR c.lease_until < clock_timestamp())
+					   AND (c.lease_until IS NULL OR c.lease_until < clock_timestamp()
+							OR (c.claimed_by IS NOT NULL AND c.claimed_by IS DISTINCT FROM gen))
 					 ORDER BY c.next_attempt_at
 					 LIMIT max_jobs
 					 FOR UPDATE SKIP LOCKED))
 			RETURNING j.*)
 		SELECT l.id, l.state, l.url, l.attrs, l.instance_id, l.policy_id, l.dragonfly_job_id,
-			   l.attempts, l.polls, l.sent_at,
+			   l.attempts, l.polls, l.sent_at, l.created_at, l.maybe_sent,
 			   (SELECT s.headers::text FROM p2p_preheat.job_secret s WHERE s.job_id = l.id)
 		  FROM leased l;
 	END IF;
@@ -396,7 +421,8 @@ CREATE TYPE p2p_preheat.job_outcome AS (
 	http_status integer,
 	error text,
 	failed_peers integer,
-	result jsonb					-- NULL: unchanged
+	result jsonb,					-- NULL: unchanged
+	maybe_sent boolean				-- a POST without an answer: look before sending again
 );
 
 -- Records a batch of outcomes; returns how many jobs it changed.  PL/pgSQL,
@@ -421,7 +447,8 @@ BEGIN
 			   failed_peers = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN o.failed_peers END,
 			   result = coalesce(o.result, j.result),
 			   finished_at = CASE WHEN NOT p2p_preheat.job_state_is_open(o.state::p2p_preheat.job_state) THEN clock_timestamp() END,
-			   lease_until = NULL,
+			   lease_until = NULL, claimed_by = NULL,
+			   maybe_sent = coalesce(o.maybe_sent, false),
 			   updated_at = clock_timestamp()
 		  FROM unnest(outcomes) o
 		 WHERE j.id = o.id AND j.open
@@ -435,15 +462,17 @@ BEGIN
 END
 $$;
 
--- Claimed jobs that were never answered go back to the queue.
-CREATE FUNCTION p2p_preheat._release(ids bigint[])
+-- Claimed jobs that were never answered go back to the queue; those whose
+-- POST was under way (maybe_sent) are looked for in Dragonfly before the next.
+CREATE FUNCTION p2p_preheat._release(ids bigint[], maybe_sent bigint[])
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	UPDATE p2p_preheat.job
 	   SET state = CASE WHEN state = 'sending' THEN 'queued'::p2p_preheat.job_state ELSE state END,
-		   lease_until = NULL, updated_at = clock_timestamp()
+		   maybe_sent = job.maybe_sent OR (state = 'sending' AND id = ANY (_release.maybe_sent)),
+		   lease_until = NULL, claimed_by = NULL, updated_at = clock_timestamp()
 	 WHERE id = ANY (ids) AND state IN ('sending', 'running')
 $$;
 

@@ -4,8 +4,11 @@
  *
  * One claim query and one record query serve a whole batch, whatever its
  * size.  Claims use FOR UPDATE SKIP LOCKED and a lease, so concurrent
- * dispatchers never send the same job twice, and a dispatcher that dies
- * leaves jobs that any other picks up once the lease expires.
+ * dispatchers never send the same job twice; the worker's claims also carry
+ * its generation, so what a dead worker held is taken up again at once
+ * rather than when the lease ends.  A POST that may have reached Dragonfly
+ * without its answer coming back is looked for in Dragonfly's job list
+ * before it is sent again (reconcile()).
  *
  * Harbor's dispatcher never retries, polls every 10 s and gives up after
  * 30 min.  Here transient failures (5xx, 429, network) are retried with
@@ -14,6 +17,8 @@
  * 62.5-minute window with a margin.
  */
 #include "postgres.h"
+
+#include <float.h>
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -75,6 +80,10 @@ typedef struct DispatchJob
 	int			attempts;
 	int			polls;
 	double		sent_epoch;		/* 0 if never accepted */
+	double		created_epoch;
+	bool		maybe_sent;		/* an earlier POST may have reached Dragonfly */
+	bool		looked_up;		/* looked for in Dragonfly's list, in vain for now */
+	bool		posted;			/* its request went out: it may have reached Dragonfly */
 	char	   *endpoint;
 	char	   *auth_mode;
 	char	   *auth_data;		/* secret until parsed */
@@ -374,6 +383,10 @@ dispatch_claim(int max_jobs, bool lease)
 		j->polls = (int) col_int(t, d, "polls");
 		sent = SPI_getbinval(t, d, colno(d, "sent_at"), &isnull);
 		j->sent_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(sent));
+		sent = SPI_getbinval(t, d, colno(d, "created_at"), &isnull);
+		j->created_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(sent));
+		j->maybe_sent = col_text(t, d, "maybe_sent") != NULL &&
+			strcmp(col_text(t, d, "maybe_sent"), "t") == 0;
 		j->headers = col_text(t, d, "headers");
 		jobs = lappend(jobs, j);
 	}
@@ -517,6 +530,179 @@ forget_secrets(DispatchJob *j)
 	j->headers = NULL;
 }
 
+/* Answers to other requests that arrived while a lookup waited: the pump's. */
+static List *stash = NIL;
+
+static void
+wait_for(HttpRequest *req)
+{
+	HttpRequest *done[64];
+
+	while (!req->done)
+	{
+		int			n = http_wait(1000, done, lengthof(done), PG_WAIT_EXTENSION);
+
+		for (int i = 0; i < n; i++)
+			if (done[i] != req)
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				stash = lappend(stash, done[i]);
+				MemoryContextSwitchTo(old);
+			}
+	}
+}
+
+#define LOOKUP_PER_PAGE 500
+#define LOOKUP_MAX_PAGES 40
+
+/*
+ * Jobs of one instance whose earlier POST may have reached Dragonfly (the
+ * worker died while sending them, or the POST ended without an answer):
+ * look for each in Dragonfly's job list, newest first, back to the job's
+ * creation; follow the one found instead of sending it again.  When the
+ * list cannot be read for now, the job waits (a retry); when Dragonfly
+ * refuses to list, it is sent again.
+ */
+static void
+reconcile_instance(List *same)
+{
+	DispatchJob *first = linitial(same);
+	DfLookup   *lk = palloc0(list_length(same) * sizeof(DfLookup));
+	int			n = 0;
+	int			found = 0;
+	int			waiting = 0;
+	double		not_before = DBL_MAX;
+	char	   *error = NULL;
+	bool		transient = false;
+	ListCell   *lc;
+
+	foreach(lc, same)
+	{
+		DispatchJob *j = lfirst(lc);
+
+		lk[n].args = df_lookup_args(j->url, j->attrs);
+		lk[n].not_before = j->created_epoch;
+		not_before = Min(not_before, j->created_epoch);
+		n++;
+	}
+	for (int page = 1; page <= LOOKUP_MAX_PAGES && found < n; page++)
+	{
+		HttpRequest req = {0};
+		double		oldest;
+		int			got;
+
+		req.method = "GET";
+		req.url = df_list_url(first->endpoint, page, LOOKUP_PER_PAGE);
+		req.auth_header = first->req.auth_header;
+		req.insecure = first->insecure;
+		req.cxt = CurrentMemoryContext;
+		http_start(&req);
+		wait_for(&req);
+		got = df_match_page(&req, lk, n, &oldest, &error);
+		if (got < 0)
+		{
+			transient = req.result != CURLE_OK || req.status == 429 || req.status >= 500;
+			break;
+		}
+		found = 0;
+		for (int k = 0; k < n; k++)
+			found += lk[k].found_id > 0;
+		if (got < LOOKUP_PER_PAGE || (oldest > 0 && oldest < not_before))
+			break;
+	}
+	n = 0;
+	foreach(lc, same)
+	{
+		DispatchJob *j = lfirst(lc);
+		DfLookup   *l = &lk[n++];
+
+		if (l->found_id > 0)
+		{
+			forget_secrets(j);
+			j->needs_http = false;
+			j->answer.verdict = DF_ACCEPTED;
+			j->answer.job_id = l->found_id;
+			j->answer.state = l->found_state;
+		}
+		else if (error && transient)
+		{
+			forget_secrets(j);
+			j->needs_http = false;
+			j->looked_up = true;
+			j->answer.verdict = DF_RETRY;
+			j->answer.maybe_sent = true;
+			j->answer.error = psprintf("could not look in Dragonfly for an earlier POST of this job: %s",
+									   error);
+			waiting++;
+		}
+	}
+	ereport(LOG,
+			(errmsg("p2p_preheat: looked in Dragonfly (instance %d) for %d jobs whose POST may have arrived unanswered: "
+					"%d found and followed, %d to wait, %d to send again",
+					first->instance_id, n, found, waiting, n - found - waiting),
+			 error ? errdetail("Dragonfly's job list: %s", error) : 0));
+}
+
+static List *
+needing_lookup(List *jobs)
+{
+	List	   *pending = NIL;
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		DispatchJob *j = lfirst(lc);
+
+		if (j->needs_http && !j->is_poll && j->maybe_sent)
+			pending = lappend(pending, j);
+	}
+	return pending;
+}
+
+static void
+reconcile_all(List *pending)
+{
+	ListCell   *lc;
+
+	while (pending != NIL)
+	{
+		DispatchJob *first = linitial(pending);
+		List	   *same = NIL;
+		List	   *rest = NIL;
+
+		foreach(lc, pending)
+		{
+			DispatchJob *j = lfirst(lc);
+
+			if (j->instance_id == first->instance_id)
+				same = lappend(same, j);
+			else
+				rest = lappend(rest, j);
+		}
+		reconcile_instance(same);
+		pending = rest;
+	}
+}
+
+static void
+reconcile(List *pending)
+{
+	if (pending == NIL)
+		return;
+	PG_TRY();
+	{
+		reconcile_all(pending);
+	}
+	PG_CATCH();
+	{
+		http_abort_all();
+		stash = NIL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 void
 dispatch_prepare(List *jobs)
 {
@@ -530,6 +716,7 @@ dispatch_prepare(List *jobs)
 		prepare(lfirst(lc), username, password, cred_error);
 	secret_free(username);
 	secret_free(password);
+	reconcile(needing_lookup(jobs));
 }
 
 /* The earliest reserved turn seen by a pump since the last wait, 0 if none. */
@@ -563,7 +750,7 @@ start_or_hold(DispatchJob *j, double now)
 	if (j->is_poll || j->nclusters == 0 || (j->not_before > 0 && now >= j->not_before))
 	{
 		http_start(&j->req);
-		j->started = true;
+		j->started = j->posted = true;
 		return false;
 	}
 	if (j->not_before > 0)
@@ -579,7 +766,7 @@ start_or_hold(DispatchJob *j, double now)
 	{
 		case PACE_SEND:
 			http_start(&j->req);
-			j->started = true;
+			j->started = j->posted = true;
 			return false;
 		case PACE_WAIT:
 			j->not_before = when;
@@ -613,6 +800,7 @@ dispatch_pump(DispatchQueue *q, long timeout_ms)
 	int			len = list_length(q->jobs);
 	bool		contiguous = true;
 	double		now = now_epoch();
+	ListCell   *lc;
 
 	for (int i = q->next; i < len && http_in_flight() < http_max_in_flight; i++)
 	{
@@ -625,14 +813,28 @@ dispatch_pump(DispatchQueue *q, long timeout_ms)
 		else
 			contiguous = false;
 	}
-	if (answered != NIL || (http_in_flight() == 0 && pending_wake == 0))
+	if (stash != NIL)
+	{
+		/* answers that came in while a lookup waited, lengthof(done) at a time */
+		n = 0;
+		foreach(lc, stash)
+		{
+			if (n == lengthof(done))
+				break;
+			done[n++] = lfirst(lc);
+		}
+		stash = list_delete_first_n(stash, n);
+	}
+	else if (answered != NIL || (http_in_flight() == 0 && pending_wake == 0))
 		return answered;
-
-	if (pending_wake > 0)
-		timeout_ms = Min(timeout_ms, Max(0, (long) ((pending_wake - now) * 1000.0 + 1)));
-	n = http_wait(timeout_ms, done, lengthof(done), PG_WAIT_EXTENSION);
-	pending_wake = 0;
-	now = now_epoch();
+	else
+	{
+		if (pending_wake > 0)
+			timeout_ms = Min(timeout_ms, Max(0, (long) ((pending_wake - now) * 1000.0 + 1)));
+		n = http_wait(timeout_ms, done, lengthof(done), PG_WAIT_EXTENSION);
+		pending_wake = 0;
+		now = now_epoch();
+	}
 	for (int i = 0; i < n; i++)
 	{
 		DispatchJob *j;
@@ -677,6 +879,7 @@ dispatch_run(List *jobs)
 	{
 		/* query cancel or an ERROR: no libcurl handle may outlive it */
 		http_abort_all();
+		stash = NIL;
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -689,12 +892,12 @@ dispatch_run(List *jobs)
 enum OutcomeField
 {
 	OF_ID, OF_STATE, OF_ATTEMPTS, OF_POLLS, OF_NEXT, OF_SENT, OF_DF_ID, OF_DF_STATE,
-	OF_HTTP_STATUS, OF_ERROR, OF_FAILED_PEERS, OF_RESULT, OF_COUNT
+	OF_HTTP_STATUS, OF_ERROR, OF_FAILED_PEERS, OF_RESULT, OF_MAYBE_SENT, OF_COUNT
 };
 
 static const char *const outcome_field_names[OF_COUNT] = {
 	"id", "state", "attempts", "polls", "next_attempt_at", "sent_at", "dragonfly_job_id",
-	"dragonfly_state", "http_status", "error", "failed_peers", "result"
+	"dragonfly_state", "http_status", "error", "failed_peers", "result", "maybe_sent"
 };
 
 typedef struct Outcomes
@@ -772,7 +975,7 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 	}
 	else if (!j->is_poll)
 	{
-		if (j->needs_http)
+		if (j->needs_http || j->looked_up)
 			attempts++;
 		switch (a->verdict)
 		{
@@ -861,6 +1064,7 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 	set_field(out, OF_ERROR, error ? CStringGetTextDatum(error) : (Datum) 0, error == NULL);
 	set_field(out, OF_FAILED_PEERS, Int32GetDatum(a->failed_peers), false);
 	set_field(out, OF_RESULT, JsonbPGetDatum(a->result), a->result == NULL);
+	set_field(out, OF_MAYBE_SENT, BoolGetDatum(!j->is_poll && state == JOB_QUEUED && a->maybe_sent), false);
 	/*
 	 * One copy of the row goes into the array being built: the formed tuple
 	 * and the job's answer are freed at once, so a batch of large job objects
@@ -929,21 +1133,29 @@ dispatch_owner(void *job)
 void
 dispatch_release(List *jobs)
 {
-	ArrayBuildState *ids = NULL;
+	ArrayBuildState *ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	ArrayBuildState *started = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	ListCell   *lc;
-	Oid			argtype = INT8ARRAYOID;
-	Datum		arg;
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[2];
 
 	if (jobs == NIL)
 		return;
 	foreach(lc, jobs)
-		ids = accumArrayResult(ids, Int64GetDatum(((DispatchJob *) lfirst(lc))->id),
-							   false, INT8OID, CurrentMemoryContext);
-	arg = makeArrayResult(ids, CurrentMemoryContext);
+	{
+		DispatchJob *j = lfirst(lc);
+
+		accumArrayResult(ids, Int64GetDatum(j->id), false, INT8OID, CurrentMemoryContext);
+		/* a POST cut off in flight may have reached Dragonfly */
+		if (j->posted && !j->is_poll)
+			accumArrayResult(started, Int64GetDatum(j->id), false, INT8OID, CurrentMemoryContext);
+	}
+	args[0] = makeArrayResult(ids, CurrentMemoryContext);
+	args[1] = makeArrayResult(started, CurrentMemoryContext);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT p2p_preheat._release($1)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT p2p_preheat._release($1, $2)",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not release claimed preheat jobs");
 	SPI_finish();
 }

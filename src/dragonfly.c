@@ -15,6 +15,13 @@
  *  - it is parsed in a short-lived memory context, so only the job object
  *    kept and a short error outlive the call, and the kept object is counted
  *    against p2p_preheat.answer_memory (http.h).
+ *
+ * What an answer means is decided by what retrying can change: Dragonfly's
+ * own trouble (429, 5xx) and the network are retried; a registry that
+ * refuses the manifest, which Dragonfly reports as a 500 while answering
+ * the POST, is not.  Dragonfly has no idempotency key, so a POST that ended
+ * without an answer is marked maybe_sent and looked for in Dragonfly's job
+ * list before it is sent again.
  */
 #include "postgres.h"
 
@@ -23,7 +30,9 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 #include "compat.h"
@@ -606,6 +615,58 @@ scan_job(Answer *ans, int64 *id, char **state)
 	return js.id > 0 && js.state != NULL;
 }
 
+/*
+ * Words of a 500 that report the registry's refusal of the manifest, or a
+ * platform no manifest matches: Dragonfly's pkg/oci ("no matching manifest
+ * for platform", "invalid platform format") and the registry's own errors it
+ * passes on (docker/distribution's "unauthorized: ...", "denied: ...",
+ * "manifest unknown", "name unknown"; Harbor's "unknown: artifact ... not
+ * found").  Matched without regard to case.
+ */
+static const char *const registry_refusals[] = {
+	"no matching manifest for platform",
+	"invalid platform format",
+	"unauthorized",
+	"denied",
+	"manifest unknown",
+	"name unknown",
+	"unknown: artifact",
+};
+
+static bool
+is_registry_refusal(const char *message)
+{
+	char	   *lower = pstrdup(message);
+	bool		found = false;
+
+	for (char *c = lower; *c; c++)
+		*c = pg_ascii_tolower((unsigned char) *c);
+
+	for (int i = 0; i < lengthof(registry_refusals) && !found; i++)
+		found = strstr(lower, registry_refusals[i]) != NULL;
+	pfree(lower);
+	return found;
+}
+
+/* Whether a failed transfer may still have delivered its request. */
+static bool
+may_have_arrived(const HttpRequest *req)
+{
+	switch (req->result)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+			return false;
+		default:
+			return req->refused[0] == '\0';
+	}
+}
+
 /* What the answer means; everything it allocates is short-lived. */
 static void
 read_answer(Answer *ans, bool is_poll, DfAnswer *a)
@@ -618,6 +679,7 @@ read_answer(Answer *ans, bool is_poll, DfAnswer *a)
 	if (req->result != CURLE_OK)
 	{
 		a->verdict = DF_RETRY;
+		a->maybe_sent = !is_poll && may_have_arrived(req);
 		a->error = psprintf("could not reach Dragonfly: %s", http_error_text(req));
 		return;
 	}
@@ -631,8 +693,22 @@ read_answer(Answer *ans, bool is_poll, DfAnswer *a)
 							clip(to, strlen(to), SHOWN_ANSWER), to);
 		return;
 	}
+	if (req->status == 500 && !is_poll)
+	{
+		char	   *message = dragonfly_message(ans);
+
+		if (is_registry_refusal(message))
+		{
+			a->verdict = DF_FAILED;
+			a->error = psprintf("the registry refused the manifest (Dragonfly answered HTTP 500: %s)",
+								message);
+			return;
+		}
+	}
 	if (req->status == 429 || req->status >= 500)
 	{
+		/* a gateway in front of Dragonfly may have passed the POST on */
+		a->maybe_sent = !is_poll && (req->status == 502 || req->status == 504);
 		a->verdict = DF_RETRY;
 		a->error = psprintf("Dragonfly answered HTTP %ld: %s", req->status,
 							dragonfly_message(ans));
@@ -750,6 +826,7 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 	a->verdict = r.verdict;
 	a->job_id = r.job_id;
 	a->failed_peers = r.failed_peers;
+	a->maybe_sent = r.maybe_sent;
 	a->state = kept_text(&ans, r.state, SHOWN_STATE, caller);
 	a->error = kept_text(&ans, r.error, 0, caller);
 	if (r.result)
@@ -772,4 +849,122 @@ df_read_answer(const HttpRequest *req, bool is_poll, DfAnswer *a)
 	}
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(tmp);
+}
+
+char *
+df_list_url(const char *endpoint, int page, int per_page)
+{
+	char	   *base = df_jobs_url(endpoint, 0);
+
+	return psprintf("%s?type=preheat&page=%d&per_page=%d", base, page, per_page);
+}
+
+Jsonb *
+df_lookup_args(const char *url, Jsonb *attrs)
+{
+	char	   *body = df_preheat_body(url, attrs, NULL, NULL, NULL);
+	Jsonb	   *doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+	JsonbValue	args;
+
+	if (!getKeyJsonValueFromContainer(&doc->root, "args", 4, &args))
+		elog(ERROR, "p2p_preheat: a preheat body without args");
+	return JsonbValueToJsonb(&args);
+}
+
+/* Go's RFC 3339 time ("2006-01-02T15:04:05.999999999Z07:00") as epoch seconds; 0 if not one. */
+static double
+rfc3339_epoch(JsonbValue *v)
+{
+	char	   *s;
+	int			y, mo, d, h, mi, n = 0;
+	double		sec;
+	double		epoch;
+	char	   *p;
+
+	if (v == NULL || v->type != jbvString)
+		return 0;
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6)
+		return 0;
+	epoch = (double) (date2j(y, mo, d) - UNIX_EPOCH_JDATE) * SECS_PER_DAY +
+		h * 3600 + mi * 60 + sec;
+	p = s + n;
+	if ((*p == '+' || *p == '-') && strlen(p) >= 6)
+	{
+		int			off = atoi(p + 1) * 3600 + atoi(p + 4) * 60;
+
+		epoch += *p == '+' ? -off : off;
+	}
+	return epoch;
+}
+
+int
+df_match_page(const HttpRequest *req, DfLookup *lk, int n, double *oldest, char **error)
+{
+	JsonSoftError err;
+	JsonbValue *list;
+	Answer		ans = {0};
+
+	*oldest = 0;
+	ans.req = req;
+	request_secrets(&ans);
+	if (req->response)
+	{
+		ans.body = scrub(&ans, valid_text(req->response, req->response_len));
+		ans.len = strlen(ans.body);
+	}
+	if (req->result != CURLE_OK)
+	{
+		*error = psprintf("could not reach Dragonfly: %s", http_error_text(req));
+		return -1;
+	}
+	if (req->status != 200)
+	{
+		*error = psprintf("Dragonfly answered HTTP %ld: %s", req->status, dragonfly_message(&ans));
+		return -1;
+	}
+	list = ans.body ? json_parse_soft(ans.body, ans.len, 64, &err) : NULL;
+	if (list == NULL || list->type != jbvArray)
+	{
+		*error = psprintf("Dragonfly answered HTTP 200 with %s, not a list of jobs",
+						  shown_answer(&ans));
+		return -1;
+	}
+	for (int i = 0; i < list->val.array.nElems; i++)
+	{
+		JsonbValue *job = &list->val.array.elems[i];
+		JsonbValue *type = jbv_get(job, "type");
+		JsonbValue *args = jbv_get(job, "args");
+		JsonbValue *state = jbv_get(job, "state");
+		int64		id = json_int(jbv_get(job, "id"));
+		double		created = rfc3339_epoch(jbv_get(job, "created_at"));
+		Jsonb	   *have;
+
+		*oldest = created;
+		if (id <= 0 || type == NULL || type->type != jbvString ||
+			type->val.string.len != 7 || memcmp(type->val.string.val, "preheat", 7) != 0 ||
+			args == NULL || args->type != jbvObject)
+			continue;
+		have = JsonbValueToJsonb(args);
+		/* newest first: the first match of each lookup is its latest POST */
+		for (int k = 0; k < n; k++)
+		{
+			bool		taken = false;
+
+			if (lk[k].found_id != 0 || created < lk[k].not_before)
+				continue;
+			for (int o = 0; o < n && !taken; o++)
+				taken = lk[o].found_id == id;
+			if (taken ||
+				!DatumGetBool(DirectFunctionCall2(jsonb_contains, JsonbPGetDatum(have),
+												  JsonbPGetDatum(lk[k].args))))
+				continue;
+			lk[k].found_id = id;
+			lk[k].found_state = state && state->type == jbvString ?
+				pnstrdup(state->val.string.val, state->val.string.len) : pstrdup("PENDING");
+			break;
+		}
+		pfree(have);
+	}
+	return list->val.array.nElems;
 }

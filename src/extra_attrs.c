@@ -746,6 +746,15 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 	if (normalized)
 		*normalized = NULL;
 
+	/* a misspelt vendor would skip every check: Harbor knows only these two */
+	if (vendor != NULL && !ea_vendor_is_dragonfly(vendor) && pg_strcasecmp(vendor, "kraken") != 0)
+	{
+		add_problem(&st, ERRCODE_INVALID_PARAMETER_VALUE, "", NULL,
+					"Harbor's preheat instances are of vendor \"dragonfly\" or \"kraken\".",
+					"unknown vendor \"%s\"; the known vendors are dragonfly and kraken", vendor);
+		return st.problems;
+	}
+
 	if (len > ea_max_size_kb * 1024)
 	{
 		add_problem(&st, ERRCODE_CHECK_VIOLATION, "",

@@ -17,8 +17,9 @@
 /* One broken rule: where it is, and what is wrong with it. */
 typedef struct EaProblem
 {
-	int			sqlstate;		/* ERRCODE_CHECK_VIOLATION or
-								 * ERRCODE_INVALID_TEXT_REPRESENTATION */
+	int			sqlstate;		/* ERRCODE_CHECK_VIOLATION,
+								 * ERRCODE_INVALID_TEXT_REPRESENTATION, or
+								 * ERRCODE_INVALID_PARAMETER_VALUE (vendor) */
 	char	   *path;			/* JSON path, "" for the whole document */
 	char	   *problem;		/* names the offending value and the rule */
 	char	   *detail;			/* may be NULL */

@@ -36,26 +36,43 @@ secret_free(char *s)
 	}
 }
 
-/* Whole small file into palloc'd memory, or NULL. */
+/*
+ * Whole small file into palloc'd memory, or NULL with *why set to a reason
+ * that names the setting, the file and what the system said.
+ */
 static char *
-read_secret_file(const char *path, int *len)
+read_secret_file(const char *setting, const char *path, int *len, const char **why)
 {
 	FILE	   *f;
 	char	   *buf;
 	size_t		n;
 
 	if (path == NULL || path[0] == '\0')
+	{
+		*why = psprintf("%s is not set", setting);
 		return NULL;
+	}
 	f = AllocateFile(path, "rb");
 	if (f == NULL)
+	{
+		*why = psprintf("could not open %s \"%s\": %s", setting, path, strerror(errno));
 		return NULL;
+	}
 	buf = palloc(MAX_SECRET_FILE + 1);
 	n = fread(buf, 1, MAX_SECRET_FILE + 1, f);
+	if (ferror(f))
+	{
+		*why = psprintf("could not read %s \"%s\": %s", setting, path, strerror(errno));
+		FreeFile(f);
+		pfree(buf);
+		return NULL;
+	}
 	FreeFile(f);
 	if (n > MAX_SECRET_FILE)
 	{
 		explicit_bzero(buf, MAX_SECRET_FILE + 1);
 		pfree(buf);
+		*why = psprintf("%s \"%s\" is larger than %d bytes", setting, path, MAX_SECRET_FILE);
 		return NULL;
 	}
 	buf[n] = '\0';
@@ -78,10 +95,10 @@ decrypt_enc_v1(const char *data, const char **error)
 	const EVP_CIPHER *cipher;
 	EVP_CIPHER_CTX *ctx;
 
-	key = read_secret_file(harbor_secret_key_file, &keylen);
+	key = read_secret_file("p2p_preheat.secret_key_file", harbor_secret_key_file, &keylen, error);
 	if (key == NULL)
 	{
-		*error = "auth_data is encrypted, and p2p_preheat.secret_key_file is not set or not readable";
+		*error = psprintf("auth_data is encrypted, and %s", *error);
 		return NULL;
 	}
 	while (keylen > 0 && (key[keylen - 1] == '\n' || key[keylen - 1] == '\r'))
@@ -252,12 +269,9 @@ registry_credentials(char **username, char **password, const char **error)
 	*error = NULL;
 	if (registry_credentials_file == NULL || registry_credentials_file[0] == '\0')
 		return true;			/* none configured: Harbor's headers or anonymous */
-	text = read_secret_file(registry_credentials_file, &len);
+	text = read_secret_file("p2p_preheat.registry_credentials_file", registry_credentials_file, &len, error);
 	if (text == NULL)
-	{
-		*error = "p2p_preheat.registry_credentials_file cannot be read";
 		return false;
-	}
 	obj = json_parse_soft(text, len, 4, &jerr);
 	if (obj == NULL || obj->type != jbvObject ||
 		(*username = string_member(obj, "username")) == NULL ||
@@ -266,7 +280,8 @@ registry_credentials(char **username, char **password, const char **error)
 		secret_free(*username);
 		*username = NULL;
 		secret_free(text);
-		*error = "p2p_preheat.registry_credentials_file must hold {\"username\": ..., \"password\": ...}";
+		*error = psprintf("p2p_preheat.registry_credentials_file \"%s\" must hold {\"username\": ..., \"password\": ...}",
+						  registry_credentials_file);
 		return false;
 	}
 	secret_free(text);

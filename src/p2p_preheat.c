@@ -29,6 +29,39 @@ static const struct config_enum_entry run_policies_options[] = {
 	{NULL, 0, false}
 };
 
+/*
+ * p2p_preheat.registry_url: empty (not set) or an absolute http(s) URL, so
+ * that a URL without a scheme is refused where it is typed, not by
+ * Dragonfly for every job.
+ */
+static bool
+check_registry_url(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	const char *host;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (pg_strncasecmp(v, "http://", 7) == 0)
+		host = v + 7;
+	else if (pg_strncasecmp(v, "https://", 8) == 0)
+		host = v + 8;
+	else
+	{
+		GUC_check_errdetail("p2p_preheat.registry_url must be an absolute http or https URL, not \"%s\".", v);
+		GUC_check_errhint("Set Harbor's external URL with its scheme, such as 'https://harbor.example.com'.");
+		return false;
+	}
+	if (host[0] == '\0' || host[0] == '/' || strpbrk(v, " \t\r\n?#") != NULL)
+	{
+		GUC_check_errdetail("p2p_preheat.registry_url must be a URL with a host and without spaces, "
+							"a query or a fragment, not \"%s\".", v);
+		GUC_check_errhint("Set Harbor's external URL, such as 'https://harbor.example.com'.");
+		return false;
+	}
+	return true;
+}
+
 void
 _PG_init(void)
 {
@@ -61,7 +94,7 @@ _PG_init(void)
 							   "Harbor's external URL, as Dragonfly reaches it.",
 							   "Manifest URLs are built as <registry_url>/v2/<project>/<repository>/manifests/<tag>.",
 							   &dispatch_registry_url, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_registry_url, NULL, NULL);
 	DefineCustomStringVariable("p2p_preheat.registry_credentials_file",
 							   "File holding {\"username\": ..., \"password\": ...} of a registry robot account.",
 							   "Read by the server; sent to Dragonfly as args.username and args.password, "

@@ -8,6 +8,11 @@
  * flight while the worker waits on its latch, so a slow Dragonfly never
  * holds back new jobs or a shutdown; locks are taken with a short
  * lock_timeout so DROP EXTENSION or TRUNCATE never wait behind us.
+ *
+ * A misconfiguration (no such database or role, the extension or Harbor's
+ * tables missing, a key file that cannot be read) never makes the worker
+ * crash-loop or fill the log: it says so once, in the log and in
+ * worker_status().state with the fix, and looks again with a back-off.
  */
 #include "postgres.h"
 
@@ -35,12 +40,19 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
+#include "utils/syscache.h"
+#include <fcntl.h>
+#include <unistd.h>
 #include "commands/dbcommands.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 
 #include "dispatch.h"
+#include "harbor_auth.h"
+#include "harbor_token.h"
 #include "http.h"
 #include "pacing.h"
 #include "worker.h"
@@ -56,7 +68,7 @@ typedef struct WorkerShared
 	slock_t		mutex;
 	pid_t		pid;
 	Latch	   *latch;
-	char		state[32];
+	char		state[512];		/* what it does, or the problem and its fix */
 	TimestampTz started_at;
 	TimestampTz last_activity;
 	int			in_flight;
@@ -68,6 +80,9 @@ typedef struct WorkerShared
 	int64		wakeups;
 	int			db_check;		/* DB_CHECK_* below */
 	char		pace[8192];		/* pacing_describe(), as JSON */
+	int			connect_failures;	/* starts that could not connect, in a row */
+	bool		connect_failure_logged;
+	int64		generation;		/* this start of the worker; 0 if none runs */
 } WorkerShared;
 
 #define PACE_PUBLISH_MS 250
@@ -268,6 +283,8 @@ add_counts(const DispatchCounts *c)
  * a vanished extension or a lock we would have to wait for just means
  * "not now".  Returns false on error.
  */
+static char *last_error = NULL;	/* of the last in_transaction(), in TopMemoryContext */
+
 static bool
 in_transaction(bool (*fn) (void *), void *arg)
 {
@@ -293,16 +310,120 @@ in_transaction(bool (*fn) (void *), void *arg)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ereport(LOG,
-					(errmsg("p2p_preheat worker: %s", edata->message)));
+		/* the caller reports it, once: see report_problem() */
+		if (last_error)
+			pfree(last_error);
+		last_error = edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ? NULL :
+			MemoryContextStrdup(TopMemoryContext,
+								edata->hint ? psprintf("%s; %s", edata->message, edata->hint) :
+								edata->message);
 		FreeErrorData(edata);
 		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
+	if (ok && last_error)
+	{
+		pfree(last_error);
+		last_error = NULL;
+	}
 	return ok;
+}
+
+/*
+ * A problem that keeps the worker from working: logged when it first
+ * appears or changes (and again at most every ten minutes), shown in
+ * worker_status() all along.  Returns the seconds to wait before looking
+ * again: 1, 2, 4 ... up to a minute.
+ */
+static char *reported = NULL;
+static TimestampTz reported_at = 0;
+static int	problem_backoff = 0;
+
+static double
+report_problem(const char *problem)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *state = psprintf("waiting: %s", problem);
+
+	set_state(state, 0);
+	if (reported == NULL || strcmp(reported, problem) != 0 ||
+		TimestampDifferenceExceeds(reported_at, now, 600 * 1000))
+	{
+		ereport(LOG,
+				(errmsg("p2p_preheat worker is waiting: %s", problem),
+				 errdetail("It looks again with a back-off of up to a minute, and at once when a job is queued.")));
+		if (reported)
+			pfree(reported);
+		reported = MemoryContextStrdup(TopMemoryContext, problem);
+		reported_at = now;
+	}
+	pfree(state);
+	problem_backoff = Min(Max(problem_backoff * 2, 1), 60);
+	return problem_backoff;
+}
+
+static void
+problem_solved(void)
+{
+	if (reported)
+	{
+		ereport(LOG, (errmsg("p2p_preheat worker resumes: solved: %s", reported)));
+		pfree(reported);
+		reported = NULL;
+	}
+	problem_backoff = 0;
+}
+
+/* An error of a step other than the claim: logged, the same one at most once a minute. */
+static void
+log_failure(const char *step)
+{
+	static char *logged = NULL;
+	static TimestampTz logged_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (last_error == NULL)
+		return;
+	if (logged && strcmp(logged, last_error) == 0 &&
+		!TimestampDifferenceExceeds(logged_at, now, 60 * 1000))
+		return;
+	ereport(LOG, (errmsg("p2p_preheat worker could not %s: %s", step, last_error)));
+	if (logged)
+		pfree(logged);
+	logged = MemoryContextStrdup(TopMemoryContext, last_error);
+	logged_at = now;
+}
+
+/* A setting naming a file this server cannot read, as a problem, or NULL. */
+static char *
+file_problem(const char *setting, const char *path)
+{
+	int			fd;
+
+	if (path == NULL || path[0] == '\0')
+		return NULL;
+	fd = open(path, O_RDONLY | PG_BINARY, 0);
+	if (fd < 0)
+		return psprintf("could not open %s \"%s\": %s; make the file readable by the server's "
+						"operating system user, or correct the setting and reload",
+						setting, path, strerror(errno));
+	close(fd);
+	return NULL;
+}
+
+/* What would make every job fail for want of configuration, or NULL. */
+static char *
+config_problem(void)
+{
+	char	   *p = file_problem("p2p_preheat.secret_key_file", harbor_secret_key_file);
+
+	if (p == NULL)
+		p = file_problem("p2p_preheat.registry_credentials_file", registry_credentials_file);
+	if (p == NULL)
+		p = file_problem("p2p_preheat.token_private_key_file", harbor_token_private_key_file);
+	return p;
 }
 
 /* A claimed batch: its jobs and the memory they live in. */
@@ -332,7 +453,10 @@ typedef struct ClaimArgs
 	List	   *record;			/* answers to record first */
 	bool		recorded;
 	DispatchCounts counts;
+	bool		harbor_attached;
 } ClaimArgs;
+
+static bool harbor_seen_attached = false;
 
 static bool
 claim_fn(void *p)
@@ -348,7 +472,25 @@ claim_fn(void *p)
 		dispatch_record(a->record, &a->counts);
 		a->recorded = true;
 	}
+	a->harbor_attached = true;
 	if (a->max <= 0)
+		return true;
+	/*
+	 * Installed before Harbor created its tables: nothing can be queued yet.
+	 * Once seen attached, not looked at again: a Harbor that goes away later
+	 * shows in the claim's own error.
+	 */
+	if (!harbor_seen_attached)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		harbor_seen_attached =
+			SPI_execute("SELECT FROM p2p_preheat.harbor h WHERE to_regnamespace(h.schema_name::text) IS NOT NULL",
+						true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+		SPI_finish();
+	}
+	a->harbor_attached = harbor_seen_attached;
+	if (!a->harbor_attached)
 		return true;
 	old = MemoryContextSwitchTo(a->cxt);
 	a->jobs = dispatch_claim(a->max, true);
@@ -445,41 +587,115 @@ worker_exit(int code, Datum arg)
 	SpinLockAcquire(&shared->mutex);
 	strlcpy(shared->state, "stopped", sizeof(shared->state));
 	shared->latch = NULL;
+	shared->generation = 0;
 	shared->in_flight = 0;
 	SpinLockRelease(&shared->mutex);
 }
 
+/* Why the worker could not connect, from no database at all, or NULL. */
+static char *
+connect_problem(void)
+{
+	char	   *problem = NULL;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	tup = SearchSysCache1(DATABASEOID,
+						  ObjectIdGetDatum(get_database_oid(worker_database, true)));
+	if (!HeapTupleIsValid(tup))
+		problem = psprintf("database \"%s\" does not exist; create it, or set p2p_preheat.database "
+						   "to Harbor's database and restart the server", worker_database);
+	else
+	{
+		if (!((Form_pg_database) GETSTRUCT(tup))->datallowconn)
+			problem = psprintf("database \"%s\" does not allow connections; "
+							   "ALTER DATABASE %s WITH ALLOW_CONNECTIONS true",
+							   worker_database, quote_identifier(worker_database));
+		ReleaseSysCache(tup);
+	}
+	if (problem == NULL && worker_role && worker_role[0])
+	{
+		tup = SearchSysCache1(AUTHNAME, CStringGetDatum(worker_role));
+		if (!HeapTupleIsValid(tup))
+			problem = psprintf("role \"%s\" (p2p_preheat.worker_role) does not exist; create it, "
+							   "or set p2p_preheat.worker_role and restart the server", worker_role);
+		else
+		{
+			if (!((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin)
+				problem = psprintf("role \"%s\" (p2p_preheat.worker_role) may not log in; "
+								   "ALTER ROLE %s LOGIN", worker_role, quote_identifier(worker_role));
+			ReleaseSysCache(tup);
+		}
+	}
+	CommitTransactionCommand();
+	return problem;
+}
+
 /*
- * Connected to no database, see whether ours exists.  If it does, exit so
- * the next incarnation connects; if not, wait quietly and look again later.
- * Never returns.
+ * The last start could not connect.  Connected to no database, find out
+ * why, say it once, and look again with a back-off until it is solved;
+ * then exit so that the next start connects.  Never returns.
  */
 static void
-check_database_then_exit(void)
+check_connection_then_exit(void)
 {
-	bool		exists;
+	bool		waited = false;
 
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	StartTransactionCommand();
-	exists = OidIsValid(get_database_oid(worker_database, true));
-	CommitTransactionCommand();
-	if (exists)
-	{
-		shared->db_check = DB_CHECK_CONNECTING;
-		proc_exit(1);			/* restarted at once, and connects */
-	}
-	set_state("no database", 0);
-	ereport(LOG,
-			(errmsg("p2p_preheat worker: database \"%s\" does not exist; waiting for it",
-					worker_database)));
+	SpinLockAcquire(&shared->mutex);
+	shared->pid = MyProcPid;
+	shared->started_at = GetCurrentTimestamp();
+	shared->connect_failures++;
+	SpinLockRelease(&shared->mutex);
 	while (!ShutdownRequestPending)
 	{
-		WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-				  60000L, PG_WAIT_EXTENSION);
+		char	   *problem = connect_problem();
+		double		wait_s;
+
+		/*
+		 * Nothing wrong that can be seen from here, yet connecting keeps
+		 * failing (a connection limit, say): back off between attempts too.
+		 */
+		if (problem == NULL && shared->connect_failures > 2 && !waited)
+		{
+			problem = psprintf("could not connect to database \"%s\"%s%s%s (%d attempts in a row) for a reason "
+							   "the server log gives in its FATAL message; the worker tries again with a back-off",
+							   worker_database,
+							   worker_role && worker_role[0] ? " as role \"" : "",
+							   worker_role && worker_role[0] ? worker_role : "",
+							   worker_role && worker_role[0] ? "\"" : "",
+							   shared->connect_failures - 1);
+			set_state(psprintf("waiting: %s", problem), 0);
+			if (!shared->connect_failure_logged)
+				ereport(LOG, (errmsg("p2p_preheat worker is waiting: %s", problem)));
+			shared->connect_failure_logged = true;
+			waited = true;
+			ResetLatch(MyLatch);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(1000L << Min(shared->connect_failures - 2, 6), 60000L),
+							 PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		if (problem == NULL)
+		{
+			if (reported)
+				ereport(LOG, (errmsg("p2p_preheat worker: solved: %s; connecting", reported)));
+			shared->db_check = DB_CHECK_CONNECTING;
+			proc_exit(1);		/* restarted at once, and connects */
+		}
+		wait_s = report_problem(problem);
 		ResetLatch(MyLatch);
-		if (!ShutdownRequestPending)
-			proc_exit(1);		/* look again */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) (wait_s * 1000), PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 	}
+	set_state("stopped", 0);
 	proc_exit(1);
 }
 
@@ -502,11 +718,13 @@ p2p_preheat_worker_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	if (shared->db_check == DB_CHECK_NEEDED)
-		check_database_then_exit();
+		check_connection_then_exit();
 	shared->db_check = DB_CHECK_NEEDED;	/* until the connection works */
 	BackgroundWorkerInitializeConnection(worker_database,
 										 worker_role && worker_role[0] ? worker_role : NULL, 0);
 	shared->db_check = DB_CHECK_NONE;
+	shared->connect_failures = 0;
+	shared->connect_failure_logged = false;
 	pgstat_report_appname("p2p_preheat dispatcher");
 	/* never wait long behind DROP EXTENSION, TRUNCATE or ALTER EXTENSION */
 	SetConfigOption("lock_timeout", "200", PGC_SUSET, PGC_S_OVERRIDE);
@@ -516,6 +734,8 @@ p2p_preheat_worker_main(Datum arg)
 	shared->pid = MyProcPid;
 	shared->latch = MyLatch;
 	shared->started_at = GetCurrentTimestamp();
+	/* unique across restarts and servers: claims of any other are void */
+	shared->generation = shared->started_at;
 	shared->sent = shared->polled = shared->succeeded = shared->failed =
 		shared->retried = shared->wakeups = 0;
 	SpinLockRelease(&shared->mutex);
@@ -556,6 +776,7 @@ p2p_preheat_worker_main(Datum arg)
 			ClaimArgs	ca = {0};
 			Batch	   *b = palloc0(sizeof(Batch));
 			bool		ok;
+			char	   *problem = config_problem();
 
 			b->cxt = AllocSetContextCreate(worker_cxt, "p2p_preheat batch",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -563,6 +784,8 @@ p2p_preheat_worker_main(Datum arg)
 			ca.cxt = b->cxt;
 			ca.next_due = -1;
 			ca.record = record_now ? unrecorded : NIL;
+			if (problem != NULL)
+				ca.max = 0;		/* record what came back; claim nothing */
 			set_state(claim_now ? "claiming" : "recording", in_flight);
 			ok = in_transaction(claim_fn, &ca);
 			if (record_now)
@@ -573,7 +796,8 @@ p2p_preheat_worker_main(Datum arg)
 					RecordArgs	ra = {0};
 
 					ra.jobs = unrecorded;
-					in_transaction(record_fn, &ra);
+					if (!in_transaction(record_fn, &ra))
+						log_failure("record answers from Dragonfly");
 					ca.counts = ra.counts;
 				}
 				add_counts(&ca.counts);
@@ -600,11 +824,30 @@ p2p_preheat_worker_main(Datum arg)
 			}
 			if (claim_now)
 			{
-				if (!ok || !ca.extension_present)
-					safety = 1.0;	/* try again soon, quietly */
+				if (problem != NULL)
+					safety = report_problem(problem);
+				else if (!ok)
+					safety = last_error ? report_problem(last_error) : 1.0;
+				else if (!ca.extension_present)
+				{
+					char	   *missing = psprintf("extension p2p_preheat is not installed in database \"%s\"; "
+												   "run CREATE EXTENSION p2p_preheat there, or set p2p_preheat.database "
+												   "to Harbor's database and restart",
+												   worker_database);
+
+					safety = Min(report_problem(missing), 5.0);
+					pfree(missing);
+				}
+				else if (!ca.harbor_attached)
+					safety = report_problem("this database holds no Harbor tables that p2p_preheat is attached to; "
+											"it attaches when Harbor creates p2p_preheat_policy, or a superuser runs "
+											"SELECT p2p_preheat.attach('public.p2p_preheat_policy')");
 				else
+				{
+					problem_solved();
 					safety = ca.next_due >= 0 ? Min(ca.next_due, worker_safety_poll_s) :
 						worker_safety_poll_s;
+				}
 				next_claim = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 (int) (safety * 1000));
 			}
@@ -674,12 +917,14 @@ p2p_preheat_worker_main(Datum arg)
 			int64		deleted = 0;
 
 			set_state("purging", 0);
-			in_transaction(purge_fn, &deleted);
+			if (!in_transaction(purge_fn, &deleted))
+				log_failure("purge old jobs");
 			/* a full batch: more to delete, keep going between other work */
 			next_purge = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 deleted >= 1000 ? 100 : 60000);
 		}
-		set_state("idle", 0);
+		if (reported == NULL)
+			set_state("idle", 0);
 		publish_pace();
 		{
 			long		timeout = Max(1, (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000));
@@ -720,7 +965,12 @@ p2p_preheat_worker_main(Datum arg)
 					(errmsg("p2p_preheat worker stopping: returned %d claimed jobs to the queue",
 							list_length(claimed))));
 		else
-			ereport(LOG, (errmsg("p2p_preheat worker stopping")));
+			ereport(LOG,
+					(errmsg("p2p_preheat worker stopping"),
+					 unrecorded != NIL && last_error ?
+					 errdetail("Its %d claimed jobs could not be returned to the queue (%s); "
+							   "the next worker takes them up as soon as it starts.",
+							   list_length(unrecorded), last_error) : 0));
 	}
 	/* non-zero: restarted unless the server itself is stopping */
 	proc_exit(1);
@@ -728,6 +978,29 @@ p2p_preheat_worker_main(Datum arg)
 
 PG_FUNCTION_INFO_V1(p2p_preheat_wake_worker);
 PG_FUNCTION_INFO_V1(p2p_preheat_worker_status);
+PG_FUNCTION_INFO_V1(p2p_preheat_worker_generation);
+
+/*
+ * The running worker's generation, or NULL.  A job claimed under any other
+ * generation was claimed by a worker that has died or stopped: it needs no
+ * lease to run out before it is sent again.
+ */
+Datum
+p2p_preheat_worker_generation(PG_FUNCTION_ARGS)
+{
+	int64		gen = 0;
+
+	if (shared != NULL)
+	{
+		SpinLockAcquire(&shared->mutex);
+		if (shared->latch != NULL)
+			gen = shared->generation;
+		SpinLockRelease(&shared->mutex);
+	}
+	if (gen == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(gen);
+}
 
 /* Called when a job is queued: the worker is woken when this commits. */
 Datum

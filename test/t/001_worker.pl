@@ -41,7 +41,6 @@ shared_preload_libraries = 'p2p_preheat'
 p2p_preheat.database = 'postgres'
 p2p_preheat.poll_schedule = '1'
 p2p_preheat.retry_base = '10ms'
-p2p_preheat.lease = '3s'
 p2p_preheat.safety_poll_interval = '2s'
 p2p_preheat.registry_url = 'https://harbor.example.com'
 restart_after_crash = on
