@@ -555,6 +555,8 @@ wait_for(HttpRequest *req)
 
 #define LOOKUP_PER_PAGE 500
 #define LOOKUP_MAX_PAGES 40
+/* a page of job objects is far larger than one answer (max_answer_size) */
+#define LOOKUP_MAX_BYTES ((size_t) 8 * 1024 * 1024)
 
 /*
  * Jobs of one instance whose earlier POST may have reached Dragonfly (the
@@ -597,6 +599,7 @@ reconcile_instance(List *same)
 		req.auth_header = first->req.auth_header;
 		req.insecure = first->insecure;
 		req.cxt = CurrentMemoryContext;
+		req.max_bytes = LOOKUP_MAX_BYTES;
 		http_start(&req);
 		wait_for(&req);
 		got = df_match_page(&req, lk, n, &oldest, &error);

@@ -371,8 +371,9 @@ on_data(char *data, size_t size, size_t nmemb, void *userp)
 {
 	HttpRequest *req = userp;
 	size_t		n = size * nmemb;
+	size_t		max = req->max_bytes > 0 ? req->max_bytes : MAX_ANSWER_BYTES;
 
-	if (req->buf_len + n + 1 > MAX_ANSWER_BYTES)
+	if (req->buf_len + n + 1 > max)
 	{
 		req->too_large = true;
 		return 0;				/* makes libcurl end the transfer */
@@ -382,7 +383,7 @@ on_data(char *data, size_t size, size_t nmemb, void *userp)
 		size_t		cap = Max(Max(req->buf_cap * 2, req->buf_len + n + 1), 1024);
 		char	   *nbuf;
 
-		cap = Min(cap, MAX_ANSWER_BYTES);
+		cap = Min(cap, max);
 		if (held_bytes + (cap - req->buf_held) > ANSWER_MEMORY_BYTES)
 		{
 			req->over_budget = true;
@@ -557,9 +558,13 @@ collect(HttpRequest **done, int max)
 		if (req->too_large)
 		{
 			req->result = CURLE_FILESIZE_EXCEEDED;
-			snprintf(req->errbuf, sizeof(req->errbuf),
-					 "the answer is larger than p2p_preheat.max_answer_size (%d kB)",
-					 http_max_answer_kb);
+			if (req->max_bytes > 0)
+				snprintf(req->errbuf, sizeof(req->errbuf),
+						 "the answer is larger than %zu kB", req->max_bytes / 1024);
+			else
+				snprintf(req->errbuf, sizeof(req->errbuf),
+						 "the answer is larger than p2p_preheat.max_answer_size (%d kB)",
+						 http_max_answer_kb);
 		}
 		else if (req->over_budget)
 		{

@@ -30,6 +30,7 @@ typedef struct HttpRequest
 	bool		insecure;		/* skip TLS verification */
 	void	   *arg;			/* the caller's */
 	MemoryContext cxt;			/* where the answer goes; default: current */
+	size_t		max_bytes;		/* largest answer kept; 0: p2p_preheat.max_answer_size */
 
 	/* filled in when the transfer ends */
 	bool		done;
