@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 
 #include "compat.h"
+#include "doublestar.h"
 
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_regex);
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_match);
@@ -546,22 +547,19 @@ p2p_preheat_doublestar_regex(PG_FUNCTION_ARGS)
 }
 
 /*
- * doublestar_match(pattern text, name text) returns boolean.  A malformed
+ * Whether name (len bytes) matches a Harbor doublestar pattern.  A malformed
  * pattern is an error, as it is for Harbor, whose preheat then fails.
  */
-Datum
-p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
+bool
+doublestar_matches(const char *pattern, const char *name, int len)
 {
-	char	   *pattern = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *name = PG_GETARG_TEXT_PP(1);
 	regex_t    *re = compiled(pattern);
-	int			len = VARSIZE_ANY_EXHDR(name);
 	pg_wchar   *wname;
 	int			wlen;
 	int			rc;
 
 	wname = palloc((len + 1) * sizeof(pg_wchar));
-	wlen = pg_mb2wchar_with_len(VARDATA_ANY(name), wname, len);
+	wlen = pg_mb2wchar_with_len(name, wname, len);
 	rc = pg_regexec(re, wname, wlen, 0, NULL, 0, NULL, 0);
 	pfree(wname);
 	if (rc != REG_OKAY && rc != REG_NOMATCH)
@@ -574,5 +572,15 @@ p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_REGULAR_EXPRESSION),
 				 errmsg("doublestar pattern \"%s\" failed to match: %s", pattern, msg)));
 	}
-	PG_RETURN_BOOL(rc == REG_OKAY);
+	return rc == REG_OKAY;
+}
+
+/* doublestar_match(pattern text, name text) returns boolean */
+Datum
+p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
+{
+	char	   *pattern = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *name = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BOOL(doublestar_matches(pattern, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)));
 }
