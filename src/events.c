@@ -14,17 +14,29 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "doublestar.h"
 #include "harbor.h"
@@ -32,8 +44,6 @@
 PG_FUNCTION_INFO_V1(p2p_preheat_on_artifact_event);
 
 /* Plans kept for the life of the backend. */
-static SPIPlanPtr any_policy_plan = NULL;
-static SPIPlanPtr policies_plan = NULL;
 static SPIPlanPtr queue_plan = NULL;
 static SPIPlanPtr problem_plan = NULL;
 
@@ -56,6 +66,144 @@ typedef struct Patterns
 	char	  **p;
 	int			n;
 } Patterns;
+
+static AttrNumber
+attnum(Relation rel, const char *name)
+{
+	AttrNumber	n = attnameAttNum(rel, name, false);
+
+	if (n == InvalidAttrNumber)
+		elog(ERROR, "p2p_preheat.event_policy has no column \"%s\"", name);
+	return n;
+}
+
+/* A row of p2p_preheat.event_policy. */
+typedef struct EventPolicy
+{
+	int32		policy_id;
+	int32		provider_id;
+	char	   *vendor;
+	Datum		attrs;			/* jsonb */
+	bool		attrs_null;
+	char	   *problem;
+	int32		own_filters;
+	Datum		labels;			/* text[] */
+	bool		labels_null;
+	char	   *repo_pattern;
+	char	   *tag_pattern;
+	Jsonb	   *more;
+} EventPolicy;
+
+/* p2p_preheat.event_policy, opened with its project index, or with none. */
+static Relation
+open_event_policy(Relation *index)
+{
+	Oid			nsp = get_namespace_oid("p2p_preheat", false);
+	Oid			relid = get_relname_relid("event_policy", nsp);
+	Oid			indexid = get_relname_relid("event_policy_project", nsp);
+	Relation	rel;
+
+	if (!OidIsValid(relid) || (index && !OidIsValid(indexid)))
+		elog(ERROR, "p2p_preheat.event_policy or its index event_policy_project is missing");
+	rel = table_open(relid, AccessShareLock);
+	if (index)
+		*index = index_open(indexid, AccessShareLock);
+	return rel;
+}
+
+/* Whether any event-based policy is enabled at all. */
+static bool
+any_event_policy(void)
+{
+	Relation	rel = open_event_policy(NULL);
+	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	bool		any = heap_getnext(scan, ForwardScanDirection) != NULL;
+
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return any;
+}
+
+static int
+by_policy_id(const void *a, const void *b)
+{
+	int32		x = ((const EventPolicy *) a)->policy_id;
+	int32		y = ((const EventPolicy *) b)->policy_id;
+
+	return (x > y) - (x < y);
+}
+
+static char *
+text_attr(Datum *values, bool *nulls, AttrNumber att)
+{
+	return nulls[att - 1] ? NULL : TextDatumGetCString(values[att - 1]);
+}
+
+/*
+ * The policies of a project, ordered by id, read through the project index
+ * with the statement's snapshot (the table is ours: no query, no plan).
+ */
+static EventPolicy *
+project_policies(int32 project_id, int *n)
+{
+	Relation	index;
+	Relation	rel = open_event_policy(&index);
+	TupleDesc	desc = RelationGetDescr(rel);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int			size = 16;
+	EventPolicy *out = palloc(size * sizeof(EventPolicy));
+	Datum	   *values = palloc(desc->natts * sizeof(Datum));
+	bool	   *nulls = palloc(desc->natts * sizeof(bool));
+	AttrNumber	a_policy = attnum(rel, "policy_id"),
+				a_provider = attnum(rel, "provider_id"),
+				a_vendor = attnum(rel, "vendor"),
+				a_attrs = attnum(rel, "attrs"),
+				a_problem = attnum(rel, "problem"),
+				a_own = attnum(rel, "own_filters"),
+				a_labels = attnum(rel, "labels"),
+				a_repo = attnum(rel, "repo_pattern"),
+				a_tag = attnum(rel, "tag_pattern"),
+				a_more = attnum(rel, "more_patterns");
+
+	*n = 0;
+	/* (a heap attribute number: the scan maps it onto the index) */
+	ScanKeyInit(&key, attnum(rel, "project_id"), BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(project_id));
+	scan = systable_beginscan_ordered(rel, index, GetActiveSnapshot(), 1, &key);
+	while ((tup = systable_getnext_ordered(scan, ForwardScanDirection)) != NULL)
+	{
+		EventPolicy *ep;
+
+		if (*n == size)
+		{
+			size *= 2;
+			out = repalloc(out, size * sizeof(EventPolicy));
+		}
+		ep = &out[(*n)++];
+		heap_deform_tuple(tup, desc, values, nulls);
+		ep->policy_id = DatumGetInt32(values[a_policy - 1]);
+		ep->provider_id = DatumGetInt32(values[a_provider - 1]);
+		ep->vendor = text_attr(values, nulls, a_vendor);
+		ep->attrs_null = nulls[a_attrs - 1];
+		ep->attrs = ep->attrs_null ? (Datum) 0 :
+			PointerGetDatum(DatumGetJsonbPCopy(values[a_attrs - 1]));
+		ep->problem = text_attr(values, nulls, a_problem);
+		ep->own_filters = DatumGetInt32(values[a_own - 1]);
+		ep->labels_null = nulls[a_labels - 1];
+		ep->labels = ep->labels_null ? (Datum) 0 :
+			PointerGetDatum(DatumGetArrayTypePCopy(values[a_labels - 1]));
+		ep->repo_pattern = text_attr(values, nulls, a_repo);
+		ep->tag_pattern = text_attr(values, nulls, a_tag);
+		ep->more = nulls[a_more - 1] ? NULL : DatumGetJsonbPCopy(values[a_more - 1]);
+	}
+	systable_endscan_ordered(scan);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	qsort(out, *n, sizeof(EventPolicy), by_policy_id);
+	return out;
+}
 
 static SPIPlanPtr
 kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
@@ -223,14 +371,12 @@ strings_to_array(char **s, int n)
 
 /* Queues what one matching policy asks for (p2p_preheat._event_queue). */
 static void
-queue(const Event *ev, const HarborArtifact *a, SPITupleTable *tt, uint64 row,
-	  char **tags, int ntags)
+queue(const Event *ev, const HarborArtifact *a, const EventPolicy *ep, char **tags, int ntags)
 {
 	Oid			types[15] = {TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, JSONBOID,
 		TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, TEXTOID};
 	Datum		args[15];
 	char		nulls[15];
-	bool		isnull;
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(ev->kind);
@@ -238,12 +384,11 @@ queue(const Event *ev, const HarborArtifact *a, SPITupleTable *tt, uint64 row,
 	args[2] = text_or_null(ev->pushed_tag, &nulls[2]);
 	args[3] = Int32GetDatum(ev->repository_id);
 	nulls[3] = ev->has_repository ? ' ' : 'n';
-	for (int i = 4; i < 8; i++)
-	{
-		/* policy_id, provider_id, vendor, attrs */
-		args[i] = SPI_getbinval(tt->vals[row], tt->tupdesc, i - 3, &isnull);
-		nulls[i] = isnull ? 'n' : ' ';
-	}
+	args[4] = Int32GetDatum(ep->policy_id);
+	args[5] = Int32GetDatum(ep->provider_id);
+	args[6] = text_or_null(ep->vendor, &nulls[6]);
+	args[7] = ep->attrs;
+	nulls[7] = ep->attrs_null ? 'n' : ' ';
 	args[8] = strings_to_array(tags, ntags);
 	args[9] = text_or_null(a->repository, &nulls[9]);
 	args[10] = text_or_null(a->project, &nulls[10]);
@@ -287,10 +432,8 @@ handle_event(const Event *ev)
 	int			below = 0;
 	int			security_filters;
 	bool		blocked;
-	Oid			int4 = INT4OID;
-	Datum		arg;
-	SPITupleTable *tt;
-	uint64		nrows;
+	EventPolicy *policies;
+	int			npolicies;
 
 	if (!harbor_event_artifact(ev->artifact, !push, &a))
 		return;
@@ -331,63 +474,37 @@ handle_event(const Event *ev)
 	blocked = a.content_trust || (has_below && harbor_artifact_severity(a.artifact_id) >= below);
 
 	/* every policy of the project, in order */
-	arg = Int32GetDatum(a.project_id);
-	if (SPI_execute_plan(kept_plan(&policies_plan,
-								   "SELECT policy_id, provider_id, vendor, attrs, problem, own_filters, labels,"
-								   "       repo_pattern, tag_pattern, more_patterns"
-								   "  FROM p2p_preheat.event_policy WHERE project_id = $1 ORDER BY policy_id",
-								   1, &int4),
-						 &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read p2p_preheat.event_policy");
-	tt = SPI_tuptable;
-	nrows = SPI_processed;
-	for (uint64 r = 0; r < nrows; r++)
+	policies = project_policies(a.project_id, &npolicies);
+	for (int r = 0; r < npolicies; r++)
 	{
-		HeapTuple	row = tt->vals[r];
-		TupleDesc	desc = tt->tupdesc;
-		bool		isnull;
-		int32		policy_id = DatumGetInt32(SPI_getbinval(row, desc, 1, &isnull));
-		char	   *problem = SPI_getvalue(row, desc, 5);
-		int32		own_filters = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull));
-		char	   *repo_pattern;
-		char	   *tag_pattern;
-		Datum		more_d;
-		Jsonb	   *more = NULL;
+		EventPolicy *ep = &policies[r];
+		const char *problem = ep->problem;
 		Patterns	more_repo;
 		Patterns	more_tag;
 		char	  **passed;
 		int			npassed = 0;
-		Datum		labels;
 
-		if (problem == NULL && own_filters + security_filters == 0)
+		if (problem == NULL && ep->own_filters + security_filters == 0)
 			problem = NO_FILTERS;
 		if (problem != NULL)
 		{
-			record_error(ev, true, policy_id, "22023",
+			record_error(ev, true, ep->policy_id, "22023",
 						 psprintf("%s event skipped for this policy: %s", ev->kind, problem));
 			continue;
 		}
-		if (blocked)
+		if (blocked || ep->labels_null || !has_labels(ep->labels, &a))
 			continue;
-		labels = SPI_getbinval(row, desc, 7, &isnull);
-		if (isnull || !has_labels(labels, &a))
+		more_repo = more_patterns(ep->more, "repository");
+		if (!passes(ep->repo_pattern, &more_repo, path))
 			continue;
-		repo_pattern = SPI_getvalue(row, desc, 8);
-		tag_pattern = SPI_getvalue(row, desc, 9);
-		more_d = SPI_getbinval(row, desc, 10, &isnull);
-		if (!isnull)
-			more = DatumGetJsonbP(more_d);
-		more_repo = more_patterns(more, "repository");
-		if (!passes(repo_pattern, &more_repo, path))
-			continue;
-		more_tag = more_patterns(more, "tag");
+		more_tag = more_patterns(ep->more, "tag");
 		passed = palloc(Max(ntags, 1) * sizeof(char *));
 		for (int i = 0; i < ntags; i++)
-			if (passes(tag_pattern, &more_tag, tags[i]))
+			if (passes(ep->tag_pattern, &more_tag, tags[i]))
 				passed[npassed++] = tags[i];
 		if (npassed == 0)
 			continue;			/* no tag passes the tag filters */
-		queue(ev, &a, tt, r, passed, npassed);
+		queue(ev, &a, ep, passed, npassed);
 	}
 }
 
@@ -402,8 +519,6 @@ p2p_preheat_on_artifact_event(PG_FUNCTION_ARGS)
 	Event		ev;
 	MemoryContext cxt;
 	ResourceOwner owner = CurrentResourceOwner;
-	bool		isnull;
-	Datum		any;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || !database_runs_policies())
 		PG_RETURN_VOID();
@@ -413,19 +528,11 @@ p2p_preheat_on_artifact_event(PG_FUNCTION_ARGS)
 	ev.has_repository = !PG_ARGISNULL(3);
 	ev.repository_id = ev.has_repository ? PG_GETARG_INT32(3) : 0;
 
+	/* no event-based policy at all: nothing to read */
+	if (!any_event_policy())
+		PG_RETURN_VOID();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* no event-based policy at all: nothing to read */
-	if (SPI_execute_plan(kept_plan(&any_policy_plan,
-								   "SELECT EXISTS (SELECT FROM p2p_preheat.event_policy)", 0, NULL),
-						 NULL, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read p2p_preheat.event_policy");
-	any = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!DatumGetBool(any))
-	{
-		SPI_finish();
-		PG_RETURN_VOID();
-	}
 
 	cxt = CurrentMemoryContext;
 	BeginInternalSubTransaction(NULL);
