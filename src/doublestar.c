@@ -457,6 +457,7 @@ typedef struct CachedPattern
 {
 	char		pattern[MAX_PATTERN + 1];	/* hash key */
 	regex_t		re;
+	int			prefix_len;		/* bytes every match starts with (literal_prefix) */
 } CachedPattern;
 
 static HTAB *cache = NULL;
@@ -475,7 +476,25 @@ flush_cache(void)
 	MemoryContextReset(cache_cxt);
 }
 
-static regex_t *
+/*
+ * How many leading bytes of the pattern every name it matches starts with:
+ * the literal characters before the first wildcard, class, alternative or
+ * escape (translate_run copies them as they are), less a "/" that starts
+ * a slash-doublestar, which may stand for no segment at all.  Most names
+ * fail here, before the regex engine runs.
+ */
+static int
+literal_prefix(const char *p)
+{
+	int			i = 0;
+
+	while (p[i] != '\0' && strchr("*?[{\\", p[i]) == NULL &&
+		   !(p[i] == '/' && p[i + 1] == '*' && p[i + 2] == '*'))
+		i++;
+	return i;
+}
+
+static CachedPattern *
 compiled(const char *pattern)
 {
 	CachedPattern *cp;
@@ -502,7 +521,7 @@ compiled(const char *pattern)
 		strlcpy(key, pattern, sizeof(key));
 		cp = hash_search(cache, key, HASH_FIND, NULL);
 		if (cp)
-			return &cp->re;
+			return cp;
 	}
 
 	re = to_regex(pattern);
@@ -534,7 +553,8 @@ compiled(const char *pattern)
 	/* only a compiled pattern enters the cache, so an error leaves no trace */
 	cp = hash_search(cache, key, HASH_ENTER, NULL);
 	cp->re = compiled_re;
-	return &cp->re;
+	cp->prefix_len = literal_prefix(pattern);
+	return cp;
 }
 
 /* doublestar_regex(pattern text) returns text: the regex a pattern becomes */
@@ -553,11 +573,14 @@ p2p_preheat_doublestar_regex(PG_FUNCTION_ARGS)
 bool
 doublestar_matches(const char *pattern, const char *name, int len)
 {
-	regex_t    *re = compiled(pattern);
+	CachedPattern *cp = compiled(pattern);
+	regex_t    *re = &cp->re;
 	pg_wchar   *wname;
 	int			wlen;
 	int			rc;
 
+	if (len < cp->prefix_len || memcmp(name, cp->pattern, cp->prefix_len) != 0)
+		return false;
 	wname = palloc((len + 1) * sizeof(pg_wchar));
 	wlen = pg_mb2wchar_with_len(name, wname, len);
 	rc = pg_regexec(re, wname, wlen, 0, NULL, 0, NULL, 0);
