@@ -312,9 +312,12 @@ passes(const char *first, const Patterns *more, const char *name)
 	return true;
 }
 
-/* Every label of the policy (a text[]) is one of the artifact's. */
+/*
+ * Every label of the policy (a text[]) is one of the artifact's, whose
+ * labels are read the first time a policy names one.
+ */
 static bool
-has_labels(Datum policy_labels, const HarborArtifact *a)
+has_labels(Datum policy_labels, HarborArtifact *a)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -329,6 +332,8 @@ has_labels(Datum policy_labels, const HarborArtifact *a)
 
 		if (nulls[i])
 			return false;
+		if (!a->labels_read)
+			harbor_artifact_labels(a);
 		label = TextDatumGetCString(elems[i]);
 		for (int j = 0; j < a->nlabels && !found; j++)
 			found = strcmp(label, a->labels[j]) == 0;

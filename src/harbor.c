@@ -199,17 +199,14 @@ static HarborQuery q_candidates = {
 	"    AND m.name::text = '" key "')"
 
 /*
- * One artifact for an event: its repository, project, type, digest, labels,
- * tags (with $2) and its project's security settings.  Its severity is a
+ * One artifact for an event: its repository, project, type, digest, tags
+ * (with $2) and its project's security settings.  Its severity is a
  * query of its own (below), run only when the project prevents vulnerable
  * images: its plan is large, and even unused it costs every event to start.
  */
 static HarborQuery q_event_artifact = {
 	"SELECT a.id AS artifact_id, r.name::text AS repository, pr.name::text AS project,"
 	"       a.project_id, a.type::text AS type, a.digest::text AS digest,"
-	"       ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
-	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
-	"              WHERE lr.artifact_id = a.id) AS labels,"
 	"       CASE WHEN $2 THEN ARRAY(SELECT t.name::text FROM %1$s.tag t WHERE t.artifact_id = a.id) END AS tags,"
 	"       ARRAY(SELECT pm.name::text || '=' || pm.value::text FROM %1$s.project_metadata pm"
 	"              WHERE pm.project_id = a.project_id"
@@ -219,8 +216,20 @@ static HarborQuery q_event_artifact = {
 	"  JOIN %1$s.repository r ON r.repository_id = a.repository_id"
 	"  JOIN %1$s.project pr ON pr.project_id = a.project_id"
 	" WHERE a.id = $1",
-	{"artifact", "repository", "project", "label_reference", "harbor_label", "tag", "project_metadata"},
+	{"artifact", "repository", "project", "tag", "project_metadata"},
 	2, {INT4OID, BOOLOID}
+};
+
+/*
+ * An artifact's labels, read only when a policy filters on labels: Harbor
+ * indexes label_reference by label, not by artifact.
+ */
+static HarborQuery q_artifact_labels = {
+	"SELECT ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
+	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
+	"              WHERE lr.artifact_id = $1) AS labels",
+	{"label_reference", "harbor_label"},
+	1, {INT4OID}
 };
 
 static HarborQuery q_artifact_severity = {
@@ -842,7 +851,8 @@ text_array_strings(Datum d, int *n)
 
 /*
  * The artifact of an event, read as Harbor's owner into the caller's memory
- * context; false when it does not exist.  Harbor's project settings are read
+ * context (its labels apart: harbor_artifact_labels); false when it does not
+ * exist.  Harbor's project settings are read
  * as its enforcer reads them: content trust and vulnerability prevention are
  * on when their value is "true", and the severity is the project's
  * "severity" value.  The vulnerability severity is only read when the
@@ -875,7 +885,6 @@ harbor_event_artifact(int32 artifact_id, bool with_tags, HarborArtifact *a)
 		a->project_id = DatumGetInt32(get_col(tt, 0, "project_id", &isnull));
 		a->type = get_text(tt, 0, "type");
 		a->digest = get_text(tt, 0, "digest");
-		a->labels = text_array_strings(get_col(tt, 0, "labels", &isnull), &a->nlabels);
 		d = get_col(tt, 0, "tags", &isnull);
 		if (!isnull)
 			a->tags = text_array_strings(d, &a->ntags);
@@ -893,6 +902,32 @@ harbor_event_artifact(int32 artifact_id, bool with_tags, HarborArtifact *a)
 	}
 	SPI_finish();
 	return found;
+}
+
+/* The artifact's label names, into a (caller's memory context). */
+void
+harbor_artifact_labels(HarborArtifact *a)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(a->artifact_id);
+	SPITupleTable *tt;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_artifact_labels, &arg, NULL, true, false);
+	a->nlabels = 0;
+	if (SPI_processed > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		bool		isnull;
+		Datum		d = get_col(tt, 0, "labels", &isnull);
+
+		if (!isnull)
+			a->labels = text_array_strings(d, &a->nlabels);
+		MemoryContextSwitchTo(old);
+	}
+	a->labels_read = true;
+	SPI_finish();
 }
 
 /* Harbor's severity code of an artifact for its vulnerability filter. */

@@ -38,8 +38,9 @@ typedef struct HarborArtifact
 	int32		project_id;
 	char	   *type;
 	char	   *digest;
-	char	  **labels;
+	char	  **labels;			/* once harbor_artifact_labels() read them */
 	int			nlabels;
+	bool		labels_read;
 	char	  **tags;			/* only when asked for */
 	int			ntags;
 	bool		content_trust;	/* the project's security settings */
@@ -74,11 +75,14 @@ extern char *harbor_instance_vendor(int instance_id);
 extern int	harbor_token_lifetime_s(int default_s);
 
 /*
- * An event's artifact, read as Harbor's owner with its labels, its tags
+ * An event's artifact, read as Harbor's owner with its tags
  * (with_tags) and its project's security settings; false when it does not
  * exist.  Needs a transaction.
  */
 extern bool harbor_event_artifact(int32 artifact_id, bool with_tags, HarborArtifact *a);
+
+/* Reads the labels of an event's artifact into it.  Needs a transaction. */
+extern void harbor_artifact_labels(HarborArtifact *a);
 
 /*
  * Harbor's vulnerability severity of an artifact for its preheat filter: 99
