@@ -20,6 +20,7 @@ OBJS = \
 	src/dispatch_sql.o \
 	src/worker.o \
 	src/doublestar.o \
+	src/events.o \
 	src/oci_names.o
 
 # The install script of the current version is built from the numbered

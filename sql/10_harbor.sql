@@ -73,17 +73,6 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_candidates'
 LANGUAGE C STABLE;
 
--- One artifact for an event: where it is, its type, digest, labels and tags,
--- its project's security settings and (when they ask for it) its severity.
-CREATE FUNCTION p2p_preheat._harbor_artifact(artifact_id integer,
-	OUT artifact_id integer, OUT repository text, OUT project text, OUT project_id integer,
-	OUT type text, OUT digest text, OUT labels text[], OUT tags text[],
-	OUT content_trust boolean, OUT prevent_vul boolean, OUT severity text,
-	OUT vulnerability integer)
-RETURNS record
-AS 'MODULE_PATHNAME', 'p2p_preheat_harbor_artifact'
-LANGUAGE C STABLE STRICT;
-
 -- A project's name and the security settings Harbor's preheat reads.
 CREATE FUNCTION p2p_preheat._harbor_project(project_id integer,
 	OUT project text, OUT content_trust boolean, OUT prevent_vul boolean, OUT severity text)

@@ -204,110 +204,60 @@ $$;
  * policies' signature and vulnerability filters, and a policy that cannot
  * run (broken filters, no filters, no instance) is skipped with a row in
  * event_error while the others go on.  Nothing raised here reaches Harbor.
+ * In C (src/events.c), as every write to Harbor's tag, label_reference and
+ * task tables runs it: it reads the artifact once and matches the parsed
+ * policies with compiled patterns, and calls _event_queue for each policy
+ * that matches.
  */
 CREATE FUNCTION p2p_preheat._on_artifact_event(kind text, artifact integer, pushed_tag text,
 	repository_id integer)
 RETURNS void
+AS 'MODULE_PATHNAME', 'p2p_preheat_on_artifact_event'
+LANGUAGE C VOLATILE;
+
+/*
+ * What one matching policy queues for an event: an execution, and a job per
+ * tag that passed its filters (tags), through _enqueue().  A failure (no
+ * instance, instance disabled, no registry URL, ...) is this policy's row in
+ * event_error; the others go on.
+ */
+CREATE FUNCTION p2p_preheat._event_queue(kind text, artifact integer, pushed_tag text,
+	repository_id integer, policy_id integer, provider_id integer, vendor text, attrs jsonb,
+	tags text[], repository text, project text, digest text, content_trust boolean,
+	prevent_vul boolean, severity text)
+RETURNS void
 LANGUAGE plpgsql
--- no SET clause, for speed: only the event triggers call it, and they pin
--- search_path; every object here is qualified
+SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_variable
 DECLARE
-	a record;
-	tags text[];
-	path text;
-	below integer;
-	security_filters integer;
-	blocked boolean;
-	notes text[];
-	m record;
 	inst p2p_preheat.harbor_instance;
 	registry text;
+	notes text[];
 	eid bigint;
 BEGIN
-	IF NOT p2p_preheat._database_runs_policies() OR NOT EXISTS (SELECT FROM p2p_preheat.event_policy) THEN
-		RETURN;
-	END IF;
+	tags := ARRAY(SELECT t FROM unnest(tags) t ORDER BY t);
 	BEGIN
-		a := p2p_preheat._harbor_artifact(artifact);
-		-- Harbor preheats pushed and labelled images only, and a scanned
-		-- artifact of a type it can preheat (IMAGE, CNAI)
-		IF a.artifact_id IS NULL
-		   OR (kind IN ('push', 'label') AND a.type IS DISTINCT FROM 'IMAGE')
-		   OR (kind = 'scan' AND a.type NOT IN ('IMAGE', 'CNAI')) THEN
-			RETURN;
+		inst := p2p_preheat._harbor_instance(provider_id);
+		IF inst.id IS NULL OR NOT coalesce(inst.enabled, true) THEN
+			RAISE EXCEPTION 'preheat instance % %', provider_id,
+				CASE WHEN inst.id IS NULL THEN 'does not exist' ELSE 'is disabled' END
+				USING ERRCODE = 'object_not_in_prerequisite_state';
 		END IF;
-		tags := CASE WHEN kind = 'push' THEN ARRAY[pushed_tag] ELSE a.tags END;
-		path := pg_catalog.substr(a.repository, pg_catalog.length(a.project) + 2);
-		-- the filters the project's settings add (the notes only when needed)
-		below := CASE WHEN a.prevent_vul AND a.severity <> '' THEN p2p_preheat._severity_code(a.severity) END;
-		security_filters := a.content_trust::integer + (below IS NOT NULL)::integer;
-		-- Harbor's signature filter passes nothing; its vulnerability filter
-		-- passes only artifacts below the project's severity
-		blocked := a.content_trust OR coalesce(a.vulnerability >= below, false);
-
-		-- every policy of the project that cannot run (said so) or matches
-		FOR m IN
-			SELECT ep.policy_id, ep.provider_id, ep.vendor, ep.attrs,
-				   coalesce(ep.problem, CASE WHEN ep.own_filters + security_filters = 0
-						THEN 'it has no filters to apply (Harbor refuses to run a policy without filters)' END) AS problem,
-				   ARRAY(SELECT t.tag FROM pg_catalog.unnest(tags) t(tag)
-						  WHERE (ep.tag_pattern IS NULL OR p2p_preheat.doublestar_match(ep.tag_pattern, t.tag))
-							AND (ep.more_patterns IS NULL OR
-								 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, t.tag))
-									FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'tag') p) IS NOT FALSE)
-						  ORDER BY t.tag) AS tags
-			  FROM p2p_preheat.event_policy ep
-			 WHERE ep.project_id = a.project_id
-			   AND (ep.problem IS NOT NULL OR ep.own_filters + security_filters = 0
-					OR (NOT blocked
-						AND ep.labels OPERATOR(pg_catalog.<@) a.labels
-						AND (ep.repo_pattern IS NULL OR p2p_preheat.doublestar_match(ep.repo_pattern, path))
-						AND (ep.more_patterns IS NULL OR
-							 (SELECT pg_catalog.bool_and(p2p_preheat.doublestar_match(p, path))
-								FROM pg_catalog.jsonb_array_elements_text(ep.more_patterns->'repository') p) IS NOT FALSE)))
-			 ORDER BY ep.policy_id
-		LOOP
-			IF m.problem IS NULL AND pg_catalog.cardinality(m.tags) = 0 THEN
-				CONTINUE;		-- no tag passes the tag filters
-			ELSIF m.problem IS NOT NULL THEN
-				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
-				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, '22023',
-						pg_catalog.format('%s event skipped for this policy: %s', kind, m.problem));
-				CONTINUE;
-			END IF;
-			-- one policy's failure never stops the others
-			BEGIN
-				inst := p2p_preheat._harbor_instance(m.provider_id);
-				IF inst.id IS NULL OR NOT coalesce(inst.enabled, true) THEN
-					RAISE EXCEPTION 'preheat instance % %', m.provider_id,
-						CASE WHEN inst.id IS NULL THEN 'does not exist' ELSE 'is disabled' END
-						USING ERRCODE = 'object_not_in_prerequisite_state';
-				END IF;
-				registry := p2p_preheat._registry_url();
-				IF notes IS NULL THEN
-					notes := (p2p_preheat._security(a.project, a.content_trust, a.prevent_vul, a.severity)).notes;
-				END IF;
-				INSERT INTO p2p_preheat.execution (policy_id, trigger, candidates, notes)
-				VALUES (m.policy_id, 'event_based', pg_catalog.cardinality(m.tags), notes) RETURNING id INTO eid;
-				INSERT INTO p2p_preheat.execution_job (execution_id, job_id, artifact_id, tag)
-				SELECT eid, e.job_id, artifact, substring(e.url FROM '/manifests/(.*)$')
-				  FROM p2p_preheat._enqueue(m.policy_id, m.provider_id,
-						ARRAY(SELECT registry || '/v2/' || a.repository || '/manifests/' || t
-								FROM pg_catalog.unnest(m.tags) t),
-						CASE WHEN m.vendor = 'kraken' THEN m.attrs || pg_catalog.jsonb_build_object('digest', a.digest)
-							 ELSE m.attrs END) e
-				ON CONFLICT DO NOTHING;
-			EXCEPTION WHEN OTHERS THEN
-				INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
-				VALUES (m.policy_id, _on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
-						pg_catalog.format('%s event: %s', kind, SQLERRM));
-			END;
-		END LOOP;
+		registry := p2p_preheat._registry_url();
+		notes := (p2p_preheat._security(project, content_trust, prevent_vul, severity)).notes;
+		INSERT INTO p2p_preheat.execution (policy_id, trigger, candidates, notes)
+		VALUES (policy_id, 'event_based', cardinality(tags), notes) RETURNING id INTO eid;
+		INSERT INTO p2p_preheat.execution_job (execution_id, job_id, artifact_id, tag)
+		SELECT eid, e.job_id, artifact, substring(e.url FROM '/manifests/(.*)$')
+		  FROM p2p_preheat._enqueue(policy_id, provider_id,
+				ARRAY(SELECT registry || '/v2/' || repository || '/manifests/' || t FROM unnest(tags) t),
+				CASE WHEN vendor = 'kraken' THEN attrs || jsonb_build_object('digest', digest)
+					 ELSE attrs END) e
+		ON CONFLICT DO NOTHING;
 	EXCEPTION WHEN OTHERS THEN
-		INSERT INTO p2p_preheat.event_error (repository_id, artifact_id, tag, sqlstate, error)
-		VALUES (_on_artifact_event.repository_id, artifact, pushed_tag, SQLSTATE,
-				pg_catalog.format('%s event: %s', kind, SQLERRM));
+		INSERT INTO p2p_preheat.event_error (policy_id, repository_id, artifact_id, tag, sqlstate, error)
+		VALUES (policy_id, repository_id, artifact, pushed_tag, SQLSTATE, format('%s event: %s', kind, SQLERRM));
 	END;
 END
 $$;

@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 
 #include "compat.h"
+#include "doublestar.h"
 
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_regex);
 PG_FUNCTION_INFO_V1(p2p_preheat_doublestar_match);
@@ -456,6 +457,7 @@ typedef struct CachedPattern
 {
 	char		pattern[MAX_PATTERN + 1];	/* hash key */
 	regex_t		re;
+	int			prefix_len;		/* bytes every match starts with (literal_prefix) */
 } CachedPattern;
 
 static HTAB *cache = NULL;
@@ -474,7 +476,25 @@ flush_cache(void)
 	MemoryContextReset(cache_cxt);
 }
 
-static regex_t *
+/*
+ * How many leading bytes of the pattern every name it matches starts with:
+ * the literal characters before the first wildcard, class, alternative or
+ * escape (translate_run copies them as they are), less a "/" that starts
+ * a slash-doublestar, which may stand for no segment at all.  Most names
+ * fail here, before the regex engine runs.
+ */
+static int
+literal_prefix(const char *p)
+{
+	int			i = 0;
+
+	while (p[i] != '\0' && strchr("*?[{\\", p[i]) == NULL &&
+		   !(p[i] == '/' && p[i + 1] == '*' && p[i + 2] == '*'))
+		i++;
+	return i;
+}
+
+static CachedPattern *
 compiled(const char *pattern)
 {
 	CachedPattern *cp;
@@ -501,7 +521,7 @@ compiled(const char *pattern)
 		strlcpy(key, pattern, sizeof(key));
 		cp = hash_search(cache, key, HASH_FIND, NULL);
 		if (cp)
-			return &cp->re;
+			return cp;
 	}
 
 	re = to_regex(pattern);
@@ -533,7 +553,8 @@ compiled(const char *pattern)
 	/* only a compiled pattern enters the cache, so an error leaves no trace */
 	cp = hash_search(cache, key, HASH_ENTER, NULL);
 	cp->re = compiled_re;
-	return &cp->re;
+	cp->prefix_len = literal_prefix(pattern);
+	return cp;
 }
 
 /* doublestar_regex(pattern text) returns text: the regex a pattern becomes */
@@ -546,22 +567,22 @@ p2p_preheat_doublestar_regex(PG_FUNCTION_ARGS)
 }
 
 /*
- * doublestar_match(pattern text, name text) returns boolean.  A malformed
+ * Whether name (len bytes) matches a Harbor doublestar pattern.  A malformed
  * pattern is an error, as it is for Harbor, whose preheat then fails.
  */
-Datum
-p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
+bool
+doublestar_matches(const char *pattern, const char *name, int len)
 {
-	char	   *pattern = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *name = PG_GETARG_TEXT_PP(1);
-	regex_t    *re = compiled(pattern);
-	int			len = VARSIZE_ANY_EXHDR(name);
+	CachedPattern *cp = compiled(pattern);
+	regex_t    *re = &cp->re;
 	pg_wchar   *wname;
 	int			wlen;
 	int			rc;
 
+	if (len < cp->prefix_len || memcmp(name, cp->pattern, cp->prefix_len) != 0)
+		return false;
 	wname = palloc((len + 1) * sizeof(pg_wchar));
-	wlen = pg_mb2wchar_with_len(VARDATA_ANY(name), wname, len);
+	wlen = pg_mb2wchar_with_len(name, wname, len);
 	rc = pg_regexec(re, wname, wlen, 0, NULL, 0, NULL, 0);
 	pfree(wname);
 	if (rc != REG_OKAY && rc != REG_NOMATCH)
@@ -574,5 +595,15 @@ p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_REGULAR_EXPRESSION),
 				 errmsg("doublestar pattern \"%s\" failed to match: %s", pattern, msg)));
 	}
-	PG_RETURN_BOOL(rc == REG_OKAY);
+	return rc == REG_OKAY;
+}
+
+/* doublestar_match(pattern text, name text) returns boolean */
+Datum
+p2p_preheat_doublestar_match(PG_FUNCTION_ARGS)
+{
+	char	   *pattern = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *name = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BOOL(doublestar_matches(pattern, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)));
 }

@@ -39,6 +39,7 @@
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -51,7 +52,6 @@ PG_FUNCTION_INFO_V1(p2p_preheat_harbor_policy);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_policies);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_instance);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_candidates);
-PG_FUNCTION_INFO_V1(p2p_preheat_harbor_artifact);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_project);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_scopes);
 PG_FUNCTION_INFO_V1(p2p_preheat_harbor_set_extra_attrs);
@@ -78,7 +78,20 @@ typedef struct HarborQuery
 	Oid			argtypes[8];
 	SPIPlanPtr	plan;
 	NameData	plan_schema;
+	/* its tables passed check_table() for this schema and owner, as of ... */
+	uint64		checked_generation;
+	Oid			checked_nsp;
+	Oid			checked_owner;
 } HarborQuery;
+
+/*
+ * ... this generation of the catalogs: any change to pg_class or
+ * pg_namespace that reaches this backend (its own, or another's at its next
+ * lock or transaction) starts a new one.  The checks read the same syscaches
+ * that these invalidations flush, so skipping them within a generation sees
+ * nothing older than checking again would.
+ */
+static uint64 catalog_generation = 1;
 
 #define POLICY_SELECT \
 	"SELECT p.id, p.name::text AS name, p.project_id, pr.name::text AS project," \
@@ -181,36 +194,48 @@ static HarborQuery q_candidates = {
 	7, {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, INT4OID, INT4OID}
 };
 
-/*
- * One artifact for an event: its repository, project, type, digest, labels
- * and tags, its project's security settings, and (only when the project
- * prevents vulnerable images) its severity.
- */
 #define PROJECT_SETTING(project, key) \
 	"(SELECT m.value::text FROM %1$s.project_metadata m WHERE m.project_id = " project \
 	"    AND m.name::text = '" key "')"
 
-static HarborQuery q_artifact = {
+/*
+ * One artifact for an event: its repository, project, type, digest, tags
+ * (with $2) and its project's security settings.  Its severity is a
+ * query of its own (below), run only when the project prevents vulnerable
+ * images: its plan is large, and even unused it costs every event to start.
+ */
+static HarborQuery q_event_artifact = {
 	"SELECT a.id AS artifact_id, r.name::text AS repository, pr.name::text AS project,"
 	"       a.project_id, a.type::text AS type, a.digest::text AS digest,"
-	"       ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
-	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
-	"              WHERE lr.artifact_id = a.id) AS labels,"
-	"       ARRAY(SELECT t.name::text FROM %1$s.tag t WHERE t.artifact_id = a.id) AS tags,"
-	"       coalesce(m.content_trust, false) AS content_trust, coalesce(m.prevent_vul, false) AS prevent_vul,"
-	"       m.severity,"
-	"       CASE WHEN m.prevent_vul THEN " ARTIFACT_SEVERITY(ALLOWLIST("a.project_id")) " END AS vulnerability"
+	"       CASE WHEN $2 THEN ARRAY(SELECT t.name::text FROM %1$s.tag t WHERE t.artifact_id = a.id) END AS tags,"
+	"       ARRAY(SELECT pm.name::text || '=' || pm.value::text FROM %1$s.project_metadata pm"
+	"              WHERE pm.project_id = a.project_id"
+	"                AND pm.name::text IN ('enable_content_trust', 'prevent_vul', 'severity')"
+	"              ORDER BY pm.name::text, pm.value::text) AS settings"
 	"  FROM %1$s.artifact a"
 	"  JOIN %1$s.repository r ON r.repository_id = a.repository_id"
 	"  JOIN %1$s.project pr ON pr.project_id = a.project_id"
-	"  LEFT JOIN LATERAL (SELECT bool_or(pm.name::text = 'enable_content_trust' AND pm.value::text = 'true') AS content_trust,"
-	"                            bool_or(pm.name::text = 'prevent_vul' AND pm.value::text = 'true') AS prevent_vul,"
-	"                            max(pm.value::text) FILTER (WHERE pm.name::text = 'severity') AS severity"
-	"                       FROM %1$s.project_metadata pm"
-	"                      WHERE pm.project_id = a.project_id"
-	"                        AND pm.name::text IN ('enable_content_trust', 'prevent_vul', 'severity')) m ON true"
 	" WHERE a.id = $1",
-	{"artifact", "repository", "project", "label_reference", "harbor_label", "tag", SEVERITY_TABLES},
+	{"artifact", "repository", "project", "tag", "project_metadata"},
+	2, {INT4OID, BOOLOID}
+};
+
+/*
+ * An artifact's labels, read only when a policy filters on labels: Harbor
+ * indexes label_reference by label, not by artifact.
+ */
+static HarborQuery q_artifact_labels = {
+	"SELECT ARRAY(SELECT l.name::text FROM %1$s.label_reference lr"
+	"               JOIN %1$s.harbor_label l ON l.id = lr.label_id"
+	"              WHERE lr.artifact_id = $1) AS labels",
+	{"label_reference", "harbor_label"},
+	1, {INT4OID}
+};
+
+static HarborQuery q_artifact_severity = {
+	"SELECT " ARTIFACT_SEVERITY(ALLOWLIST("a.project_id")) " AS vulnerability"
+	"  FROM %1$s.artifact a WHERE a.id = $1",
+	{"artifact", SEVERITY_TABLES},
 	1, {INT4OID}
 };
 
@@ -243,6 +268,12 @@ static void
 harbor_xact_callback(XactEvent event, void *arg)
 {
 	version_checked = false;
+}
+
+static void
+harbor_catalog_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_generation++;
 }
 
 /* extversion of p2p_preheat in this database, or NULL. */
@@ -284,6 +315,9 @@ harbor_check_version(void)
 	if (!callback_registered)
 	{
 		RegisterXactCallback(harbor_xact_callback, NULL);
+		CacheRegisterSyscacheCallback(RELOID, harbor_catalog_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(RELNAMENSP, harbor_catalog_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, harbor_catalog_callback, (Datum) 0);
 		callback_registered = true;
 	}
 	v = installed_version();
@@ -439,8 +473,18 @@ harbor_run(HarborQuery *q, Datum *args, const char *nulls, bool read_only,
 	}
 	else
 		require_record(&h);
-	for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
-		check_table(&h, q->tables[i]);
+	if (q->checked_generation != catalog_generation || q->checked_nsp != h.nsp ||
+		q->checked_owner != h.owner)
+	{
+		uint64		generation = catalog_generation;	/* before: a change during the checks counts */
+
+		q->checked_generation = 0;
+		for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
+			check_table(&h, q->tables[i]);
+		q->checked_generation = generation;
+		q->checked_nsp = h.nsp;
+		q->checked_owner = h.owner;
+	}
 
 	become_harbor(&h, &s);
 	if (q->plan == NULL || strcmp(NameStr(q->plan_schema), NameStr(h.schema)) != 0)
@@ -606,14 +650,6 @@ p2p_preheat_harbor_candidates(PG_FUNCTION_ARGS)
 				 errmsg("project_id, labels and types must not be null")));
 	all_rows(fcinfo, &q_candidates, args, nulls, false);
 	return (Datum) 0;
-}
-
-Datum
-p2p_preheat_harbor_artifact(PG_FUNCTION_ARGS)
-{
-	Datum		arg = PG_GETARG_DATUM(0);
-
-	return one_row(fcinfo, &q_artifact, &arg, false);
 }
 
 Datum
@@ -792,4 +828,127 @@ p2p_preheat_harbor_extra_attrs_to_text(PG_FUNCTION_ARGS)
 	stop_being_harbor(&s);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/* A text[] datum as C strings, its NULL elements left out. */
+static char **
+text_array_strings(Datum d, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	char	  **out;
+
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &count);
+	out = palloc((count + 1) * sizeof(char *));
+	*n = 0;
+	for (int i = 0; i < count; i++)
+		if (!nulls[i])
+			out[(*n)++] = TextDatumGetCString(elems[i]);
+	return out;
+}
+
+/*
+ * The artifact of an event, read as Harbor's owner into the caller's memory
+ * context (its labels apart: harbor_artifact_labels); false when it does not
+ * exist.  Harbor's project settings are read
+ * as its enforcer reads them: content trust and vulnerability prevention are
+ * on when their value is "true", and the severity is the project's
+ * "severity" value.  The vulnerability severity is only read when the
+ * project prevents vulnerable images with a severity.
+ */
+bool
+harbor_event_artifact(int32 artifact_id, bool with_tags, HarborArtifact *a)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		args[2] = {Int32GetDatum(artifact_id), BoolGetDatum(with_tags)};
+	SPITupleTable *tt;
+	bool		found = false;
+
+	memset(a, 0, sizeof(*a));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_event_artifact, args, NULL, true, false);
+	if (SPI_processed > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		bool		isnull;
+		Datum		d;
+		char	  **settings;
+		int			nsettings;
+
+		found = true;
+		a->artifact_id = DatumGetInt32(get_col(tt, 0, "artifact_id", &isnull));
+		a->repository = get_text(tt, 0, "repository");
+		a->project = get_text(tt, 0, "project");
+		a->project_id = DatumGetInt32(get_col(tt, 0, "project_id", &isnull));
+		a->type = get_text(tt, 0, "type");
+		a->digest = get_text(tt, 0, "digest");
+		d = get_col(tt, 0, "tags", &isnull);
+		if (!isnull)
+			a->tags = text_array_strings(d, &a->ntags);
+		settings = text_array_strings(get_col(tt, 0, "settings", &isnull), &nsettings);
+		for (int i = 0; i < nsettings; i++)
+		{
+			if (strcmp(settings[i], "enable_content_trust=true") == 0)
+				a->content_trust = true;
+			else if (strcmp(settings[i], "prevent_vul=true") == 0)
+				a->prevent_vul = true;
+			else if (strncmp(settings[i], "severity=", 9) == 0)
+				a->severity = settings[i] + 9;	/* the greatest, as ordered */
+		}
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* The artifact's label names, into a (caller's memory context). */
+void
+harbor_artifact_labels(HarborArtifact *a)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(a->artifact_id);
+	SPITupleTable *tt;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_artifact_labels, &arg, NULL, true, false);
+	a->nlabels = 0;
+	if (SPI_processed > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		bool		isnull;
+		Datum		d = get_col(tt, 0, "labels", &isnull);
+
+		if (!isnull)
+			a->labels = text_array_strings(d, &a->nlabels);
+		MemoryContextSwitchTo(old);
+	}
+	a->labels_read = true;
+	SPI_finish();
+}
+
+/* Harbor's severity code of an artifact for its vulnerability filter. */
+int
+harbor_artifact_severity(int32 artifact_id)
+{
+	Datum		arg = Int32GetDatum(artifact_id);
+	SPITupleTable *tt;
+	bool		isnull = true;
+	int			severity = 99;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tt = harbor_run(&q_artifact_severity, &arg, NULL, true, false);
+	if (SPI_processed > 0)
+	{
+		Datum		d = get_col(tt, 0, "vulnerability", &isnull);
+
+		if (!isnull)
+			severity = DatumGetInt32(d);
+	}
+	SPI_finish();
+	return severity;
 }

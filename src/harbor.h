@@ -29,6 +29,25 @@ typedef struct HarborInstance
 	char	   *auth_data;
 } HarborInstance;
 
+/* An artifact as an event needs it (harbor_event_artifact). */
+typedef struct HarborArtifact
+{
+	int32		artifact_id;
+	char	   *repository;		/* with its project: library/app */
+	char	   *project;
+	int32		project_id;
+	char	   *type;
+	char	   *digest;
+	char	  **labels;			/* once harbor_artifact_labels() read them */
+	int			nlabels;
+	bool		labels_read;
+	char	  **tags;			/* only when asked for */
+	int			ntags;
+	bool		content_trust;	/* the project's security settings */
+	bool		prevent_vul;
+	char	   *severity;		/* NULL when unset */
+} HarborArtifact;
+
 /*
  * Refuses, with a clear error and hint, a library whose version differs
  * from the extension installed in this database.  Checked once per
@@ -54,5 +73,21 @@ extern char *harbor_instance_vendor(int instance_id);
  * when Harbor has not set it.  Needs a transaction.
  */
 extern int	harbor_token_lifetime_s(int default_s);
+
+/*
+ * An event's artifact, read as Harbor's owner with its tags
+ * (with_tags) and its project's security settings; false when it does not
+ * exist.  Needs a transaction.
+ */
+extern bool harbor_event_artifact(int32 artifact_id, bool with_tags, HarborArtifact *a);
+
+/* Reads the labels of an event's artifact into it.  Needs a transaction. */
+extern void harbor_artifact_labels(HarborArtifact *a);
+
+/*
+ * Harbor's vulnerability severity of an artifact for its preheat filter: 99
+ * (blocked) unless its reports' latest scans succeeded.  Needs a transaction.
+ */
+extern int	harbor_artifact_severity(int32 artifact_id);
 
 #endif
