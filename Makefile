@@ -20,7 +20,8 @@ OBJS = \
 	src/dispatch_sql.o \
 	src/worker.o \
 	src/doublestar.o \
-	src/oci_names.o
+	src/oci_names.o \
+	src/enqueue.o
 
 # The install script of the current version is built from the numbered
 # files in sql/, one concern each (as pgvector does).  Released scripts of

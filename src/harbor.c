@@ -39,6 +39,7 @@
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -78,6 +79,7 @@ typedef struct HarborQuery
 	Oid			argtypes[8];
 	SPIPlanPtr	plan;
 	NameData	plan_schema;
+	uint64		checked_epoch;	/* its tables were checked in this epoch */
 } HarborQuery;
 
 #define POLICY_SELECT \
@@ -239,10 +241,65 @@ static HarborQuery q_token_expiration = {
 static bool version_checked = false;
 static bool callback_registered = false;
 
+/*
+ * What the last check found: the record, and which queries' tables were
+ * found to be Harbor's ordinary tables.  A queueing loop calls here once per
+ * job, so the checks are kept until the transaction ends or the catalog
+ * changes under them: any change to a pg_class row (a rename, a new owner, a
+ * table swapped for a view, a table dropped or created) or to a schema
+ * invalidates them, as does every (sub)transaction end.  attach() rewrites
+ * the record and, in the same transaction, replaces triggers on Harbor's
+ * policy table: that invalidates too.
+ */
+static HarborRecord checked_record;
+static bool record_checked = false;
+static uint64 check_epoch = 1;	/* a query's checks hold while equal */
+
+static void
+forget_checks(void)
+{
+	record_checked = false;
+	check_epoch++;
+}
+
 static void
 harbor_xact_callback(XactEvent event, void *arg)
 {
 	version_checked = false;
+	forget_checks();
+}
+
+static void
+harbor_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB || event == SUBXACT_EVENT_COMMIT_SUB)
+		forget_checks();
+}
+
+static void
+harbor_relcache_callback(Datum arg, Oid relid)
+{
+	forget_checks();
+}
+
+static void
+harbor_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	forget_checks();
+}
+
+static void
+register_callbacks(void)
+{
+	if (callback_registered)
+		return;
+	RegisterXactCallback(harbor_xact_callback, NULL);
+	RegisterSubXactCallback(harbor_subxact_callback, NULL);
+	CacheRegisterRelcacheCallback(harbor_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, harbor_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(RELOID, harbor_syscache_callback, (Datum) 0);
+	callback_registered = true;
 }
 
 /* extversion of p2p_preheat in this database, or NULL. */
@@ -281,11 +338,7 @@ harbor_check_version(void)
 
 	if (version_checked)
 		return;
-	if (!callback_registered)
-	{
-		RegisterXactCallback(harbor_xact_callback, NULL);
-		callback_registered = true;
-	}
+	register_callbacks();
 	v = installed_version();
 	if (v == NULL)
 		ereport(ERROR,
@@ -393,6 +446,8 @@ check_table(const HarborRecord *h, const char *relname)
 	ReleaseSysCache(tup);
 }
 
+#define PINNED_SEARCH_PATH "pg_catalog, pg_temp"
+
 typedef struct AsHarbor
 {
 	Oid			save_user;
@@ -406,9 +461,16 @@ become_harbor(const HarborRecord *h, AsHarbor *s)
 	GetUserIdAndSecContext(&s->save_user, &s->save_sec);
 	SetUserIdAndSecContext(h->owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	/*
+	 * The nest level undoes whatever settings Harbor's code changes; the
+	 * pinned search_path is set unless the caller (a function of ours with
+	 * SET search_path) already runs with exactly it.
+	 */
 	s->nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (namespace_search_path == NULL ||
+		strcmp(namespace_search_path, PINNED_SEARCH_PATH) != 0)
+		(void) set_config_option("search_path", PINNED_SEARCH_PATH, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 }
 
 static void
@@ -431,16 +493,34 @@ harbor_run(HarborQuery *q, Datum *args, const char *nulls, bool read_only,
 	int			rc;
 
 	harbor_check_version();
-	if (missing_ok)
-	{
-		load_record(&h);
-		if (!h.found)
-			return NULL;
-	}
+	if (record_checked && q->checked_epoch == check_epoch)
+		h = checked_record;
 	else
-		require_record(&h);
-	for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
-		check_table(&h, q->tables[i]);
+	{
+		uint64		epoch;
+
+		if (missing_ok)
+		{
+			load_record(&h);
+			if (!h.found)
+				return NULL;
+		}
+		else
+			require_record(&h);
+		/* a new record: every query's tables are checked again */
+		if (record_checked && memcmp(&checked_record, &h, sizeof(h)) != 0)
+			forget_checks();
+		epoch = check_epoch;
+		for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
+			check_table(&h, q->tables[i]);
+		/* kept only if the catalog did not change while checking */
+		if (check_epoch == epoch)
+		{
+			checked_record = h;
+			record_checked = true;
+			q->checked_epoch = epoch;
+		}
+	}
 
 	become_harbor(&h, &s);
 	if (q->plan == NULL || strcmp(NameStr(q->plan_schema), NameStr(h.schema)) != 0)
@@ -710,6 +790,77 @@ harbor_instances(int *ids, int nids)
 	}
 	SPI_finish();
 	return out;
+}
+
+/* An int4 or bool column by name; *isnull says whether it was NULL. */
+static int32
+get_int4(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
+{
+	Datum		d = get_col(tt, row, name, isnull);
+
+	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+static bool
+get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
+{
+	Datum		d = get_col(tt, row, name, isnull);
+
+	return *isnull ? false : DatumGetBool(d);
+}
+
+HarborPolicy *
+harbor_policy(int policy_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(policy_id);
+	SPITupleTable *tt;
+	HarborPolicy *p;
+	MemoryContext old;
+	bool		isnull;
+
+	tt = harbor_run(&q_policy, &arg, NULL, true, false);
+	if (SPI_processed == 0)
+		return NULL;
+	old = MemoryContextSwitchTo(caller);
+	p = palloc0(sizeof(HarborPolicy));
+	p->id = get_int4(tt, 0, "id", &isnull);
+	p->name = get_text(tt, 0, "name");
+	p->project_id = get_int4(tt, 0, "project_id", &p->project_id_null);
+	p->project = get_text(tt, 0, "project");
+	p->provider_id = get_int4(tt, 0, "provider_id", &p->provider_id_null);
+	p->enabled = get_bool(tt, 0, "enabled", &p->enabled_null);
+	p->filters = get_text(tt, 0, "filters");
+	p->trigger = get_text(tt, 0, "trigger");
+	p->extra_attrs = get_text(tt, 0, "extra_attrs");
+	p->instance_found = get_bool(tt, 0, "instance_found", &isnull);
+	p->vendor = get_text(tt, 0, "vendor");
+	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
+	MemoryContextSwitchTo(old);
+	return p;
+}
+
+HarborInstanceInfo *
+harbor_instance(int instance_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(instance_id);
+	SPITupleTable *tt;
+	HarborInstanceInfo *inst;
+	MemoryContext old;
+	bool		isnull;
+
+	tt = harbor_run(&q_instance, &arg, NULL, true, false);
+	if (SPI_processed == 0)
+		return NULL;
+	old = MemoryContextSwitchTo(caller);
+	inst = palloc0(sizeof(HarborInstanceInfo));
+	inst->id = get_int4(tt, 0, "id", &isnull);
+	inst->vendor = get_text(tt, 0, "vendor");
+	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
+	inst->endpoint = get_text(tt, 0, "endpoint");
+	MemoryContextSwitchTo(old);
+	return inst;
 }
 
 char *
