@@ -625,7 +625,7 @@ text_elements(FunctionCallInfo fcinfo, int argno, const char *name, int *n)
 	a = PG_GETARG_ARRAYTYPE_P(argno);
 	if (ARR_NDIM(a) > 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a one-dimensional array, not one of %d dimensions",
 						name, ARR_NDIM(a)),
 				 errhint("Pass one repository and one reference per image, in two arrays of the same length.")));
@@ -679,9 +679,10 @@ p2p_preheat_preheat_set(PG_FUNCTION_ARGS)
 	references = text_elements(fcinfo, 2, "references", &nrefs);
 	if (nrepos != nrefs)
 		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("repositories and references must have the same length"),
-				 errdetail("repositories has %d elements, references has %d.", nrepos, nrefs),
+				 errdetail("repositories has %d %s, references has %d.", nrepos,
+						   nrepos == 1 ? "element" : "elements", nrefs),
 				 errhint("Pass one reference per repository: the image repositories[i]:references[i] is queued for each i.")));
 
 	errctx.callback = element_context;
@@ -694,6 +695,7 @@ p2p_preheat_preheat_set(PG_FUNCTION_ARGS)
 	{
 		char	   *repo;
 
+		current = i + 1;
 		if (repositories[i] == NULL || references[i] == NULL ||
 			repositories[i][0] == '\0' || references[i][0] == '\0')
 		{
@@ -703,12 +705,10 @@ p2p_preheat_preheat_set(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("repository and reference must not be empty"),
-					 errdetail("Element %d of %s is %s.", i + 1,
-							   repo_missing ? "repositories" : "references",
+					 errdetail("The %s is %s.", repo_missing ? "repository" : "reference",
 							   value == NULL ? "NULL" : "empty"),
 					 errhint("Name an image in every element: a repository and a tag or digest.")));
 		}
-		current = i + 1;
 		repo = project_repository(pol->project, repositories[i]);
 		p2p_check_image_name(repo, references[i]);
 		elem_urls[i] = repo;	/* the URL once the registry's URL is known */
