@@ -5,7 +5,9 @@
 #   - net.http_post() (pg_net 0.20.4, built under /tmp from its source tarball);
 #   - preheat_url(instance, url);
 #   - preheat(policy, repository, reference);
-#   - preheat(policy, repositories[], references[]), per job, in batches.
+#   - preheat(policy, repositories[], references[]), per job, in batches;
+#   - and the floor under all three: the job's INSERT alone, one statement a
+#     job, from a PL/pgSQL loop.
 # Every call queues a new job (distinct URLs).  Each figure is the best of
 # ROUNDS rounds, each on a fresh database; prints microseconds per job and
 # the ratio to net.http_post().
@@ -78,7 +80,7 @@ timed() {
 per_job() { awk -v s="$1" -v n="$calls" 'BEGIN { printf "%.2f", s / n * 1e6 }'; }
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 
-declare -a t_net t_url t_pol t_set
+declare -a t_net t_url t_pol t_set t_ins
 for r in $(seq 1 "$rounds"); do
 	db=queue_$r
 	setup_db "$db"
@@ -88,6 +90,10 @@ for r in $(seq 1 "$rounds"); do
 		'https://harbor.example.com/v2/library/q/manifests/' || g)) FROM generate_series(1, $calls) g")")")
 	t_pol+=("$(per_job "$(timed "$db" "SELECT count(p2p_preheat.preheat(1, 'app', 'r' || g))
 		FROM generate_series(1, $calls) g")")")
+	t_ins+=("$(per_job "$(timed "$db" "DO \$\$ BEGIN FOR g IN 1..$calls LOOP
+		INSERT INTO p2p_preheat.job (instance_id, url, attrs)
+		VALUES (1, 'https://harbor.example.com/v2/library/i/manifests/' || g, '{}')
+		ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING; END LOOP; END \$\$")")")
 	if psql -qXAt -d "$db" -c "SELECT to_regprocedure('p2p_preheat.preheat(integer,text[],text[],jsonb)')" | grep -q preheat; then
 		t_set+=("$(per_job "$(timed "$db" "SELECT sum((SELECT count(*) FROM p2p_preheat.preheat(1,
 			array_fill('app'::text, ARRAY[$batch]),
@@ -104,5 +110,6 @@ report "net.http_post() (pg_net 0.20.4)" "$net"
 report "preheat_url(instance, url)" "$(best "${t_url[@]}")"
 report "preheat(policy, repository, reference)" "$(best "${t_pol[@]}")"
 [ ${#t_set[@]} -eq 0 ] || report "preheat(policy, repositories[], references[]) / $batch" "$(best "${t_set[@]}")"
+report "the job's INSERT alone (PL/pgSQL loop)" "$(best "${t_ins[@]}")"
 echo "  (target: preheat_url() and preheat() <= 1.5 x net.http_post())"
-echo "  every round: net ${t_net[*]}; preheat_url ${t_url[*]}; preheat ${t_pol[*]}${t_set[*]:+; set ${t_set[*]:-}}"
+echo "  every round: net ${t_net[*]}; preheat_url ${t_url[*]}; preheat ${t_pol[*]}${t_set[*]:+; set ${t_set[*]:-}}; INSERT ${t_ins[*]}"

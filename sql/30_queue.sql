@@ -14,10 +14,12 @@ CREATE TYPE p2p_preheat.job_state AS ENUM
 COMMENT ON TYPE p2p_preheat.job_state IS
 'queued, sending (claimed), running (accepted by Dragonfly, being followed); then succeeded, failed or canceled';
 
+-- The engine's own rule (JOB_STATE_IS_OPEN in src/dispatch.h), in C: the
+-- generated column below calls it on every INSERT.
 CREATE FUNCTION p2p_preheat.job_state_is_open(state p2p_preheat.job_state)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN state IN ('queued', 'sending', 'running');
+AS 'MODULE_PATHNAME', 'p2p_preheat_job_state_is_open'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION p2p_preheat.job_state_is_open(p2p_preheat.job_state) IS
 'Whether a job in this state is still to be sent or followed (not final)';

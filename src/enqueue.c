@@ -16,6 +16,8 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -26,6 +28,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "dispatch.h"
 #include "extra_attrs.h"
@@ -33,6 +36,7 @@
 #include "oci_names.h"
 #include "worker.h"
 
+PG_FUNCTION_INFO_V1(p2p_preheat_job_state_is_open);
 PG_FUNCTION_INFO_V1(p2p_preheat_enqueue);
 PG_FUNCTION_INFO_V1(p2p_preheat_runnable_policy);
 PG_FUNCTION_INFO_V1(p2p_preheat_registry_url);
@@ -65,23 +69,26 @@ static KeptPlan find_one = {
 	3, {INT4OID, TEXTOID, JSONBOID}
 };
 
-/*
- * Many URLs in one statement: the jobs it inserted, and the open identical
- * jobs of the others.
- */
+/* Many URLs in one statement: the jobs it inserted. */
 static KeptPlan insert_many = {
-	"WITH ins AS ("
-	"  INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)"
-	"  SELECT $1, $2, m, $4 FROM unnest($3) m"
-	"  ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING"
-	"  RETURNING j.url, j.id)"
-	" SELECT ins.url, ins.id AS job_id, true AS created FROM ins"
-	" UNION ALL"
-	" SELECT j.url, j.id, false FROM p2p_preheat.job j"
-	"  WHERE j.instance_id = $2 AND j.url = ANY ($3)"
-	"    AND md5(j.attrs::text) = md5($4::text) AND j.open"
-	"    AND j.url NOT IN (SELECT ins.url FROM ins)",
+	"INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)"
+	" SELECT $1, $2, m, $4 FROM unnest($3) m"
+	" ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING"
+	" RETURNING j.url, j.id AS job_id",
 	4, {INT4OID, INT4OID, TEXTARRAYOID, JSONBOID}
+};
+
+/*
+ * The open identical jobs of the URLs the insert skipped (NULL: none any
+ * more), each found through the identity index whatever the statistics say.
+ */
+static KeptPlan find_many = {
+	"SELECT m AS url,"
+	"       (SELECT j.id FROM p2p_preheat.job j"
+	"         WHERE j.instance_id = $1 AND j.url = m AND md5(j.attrs::text) = md5($3::text)"
+	"           AND j.open) AS job_id"
+	"  FROM unnest($2) m",
+	3, {INT4OID, TEXTARRAYOID, JSONBOID}
 };
 
 /* The caller's registry token: the newest wins while a job is unsent. */
@@ -140,6 +147,29 @@ shown_int(bool isnull, int v)
 	return isnull ? "<NULL>" : psprintf("%d", v);
 }
 
+/* job_state_is_open ------------------------------------------------------- */
+
+/*
+ * job_state_is_open(state job_state) returns boolean: the engine's own
+ * JOB_STATE_IS_OPEN, so SQL and C share one definition.  C, not SQL: the
+ * job table's generated column "open" calls it, and every INSERT would
+ * otherwise inline and fold a SQL body when it starts (a third of what
+ * queueing one job costs).
+ */
+Datum
+p2p_preheat_job_state_is_open(PG_FUNCTION_ARGS)
+{
+	Oid			label = PG_GETARG_OID(0);
+	HeapTuple	tup = SearchSysCache1(ENUMOID, ObjectIdGetDatum(label));
+	bool		open;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for enum value %u", label);
+	open = JOB_STATE_IS_OPEN(job_state_from_name(NameStr(((Form_pg_enum) GETSTRUCT(tup))->enumlabel)));
+	ReleaseSysCache(tup);
+	PG_RETURN_BOOL(open);
+}
+
 /* _enqueue ---------------------------------------------------------------- */
 
 /* One URL's job (SPI connected): the new one, or the open identical one. */
@@ -183,52 +213,74 @@ url_job_cmp(const void *a, const void *b)
 	return strcmp(((const UrlJob *) a)->url, ((const UrlJob *) b)->url);
 }
 
+/* Records the jobs of the current SPI result's rows (url, job_id). */
+static void
+take_jobs(UrlJob *urls, int n)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		id = spi_col(r, "job_id", &isnull);
+		UrlJob		key;
+		UrlJob	   *u;
+
+		if (isnull)
+			continue;
+		key.url = TextDatumGetCString(spi_col(r, "url", &isnull));
+		u = bsearch(&key, urls, n, sizeof(UrlJob), url_job_cmp);
+		if (u == NULL)
+			elog(ERROR, "p2p_preheat: queued a URL that was not asked for");
+		u->job_id = DatumGetInt64(id);
+		u->known = true;
+	}
+}
+
+/* The URLs whose job is not known yet, as a text[] datum; NULL if none. */
+static ArrayType *
+unknown_urls(UrlJob *urls, int n)
+{
+	Datum	   *missing = palloc(n * sizeof(Datum));
+	int			nmissing = 0;
+
+	for (int i = 0; i < n; i++)
+		if (!urls[i].known)
+			missing[nmissing++] = CStringGetTextDatum(urls[i].url);
+	if (nmissing == 0)
+		return NULL;
+	return construct_array(missing, nmissing, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
 /*
- * The job of each distinct URL (SPI connected), in one INSERT per round:
- * an identical job inserted by a transaction that commits while the
- * statement runs is neither inserted nor visible to it, so what is still
- * missing is asked again.  urls are sorted and distinct.
+ * The job of each distinct URL (SPI connected): one INSERT for all, then the
+ * open identical jobs of the URLs it skipped.  One that ended in between
+ * (or was inserted by a transaction that committed while the INSERT ran,
+ * and so is neither inserted nor visible to it) is asked again.  urls are
+ * sorted and distinct.
  */
 static void
 enqueue_many(bool policy_null, int32 policy_id, int32 instance_id, UrlJob *urls, int n,
 			 Jsonb *attrs)
 {
-	Datum	   *missing = palloc(n * sizeof(Datum));
-	int			nmissing = n;
-	bool		created = false;
+	ArrayType  *missing;
 
-	for (int i = 0; i < n; i++)
-		missing[i] = CStringGetTextDatum(urls[i].url);
-	while (nmissing > 0)
+	while ((missing = unknown_urls(urls, n)) != NULL)
 	{
-		Datum		args[4] = {Int32GetDatum(policy_id), Int32GetDatum(instance_id),
-			PointerGetDatum(construct_array(missing, nmissing, TEXTOID, -1, false, TYPALIGN_INT)),
-		PointerGetDatum(attrs)};
-		char		nulls[4] = {policy_null ? 'n' : ' ', ' ', ' ', attrs ? ' ' : 'n'};
+		Datum		ins_args[4] = {Int32GetDatum(policy_id), Int32GetDatum(instance_id),
+			PointerGetDatum(missing), PointerGetDatum(attrs)};
+		char		ins_nulls[4] = {policy_null ? 'n' : ' ', ' ', ' ', attrs ? ' ' : 'n'};
+		Datum		find_args[3] = {Int32GetDatum(instance_id), (Datum) 0, PointerGetDatum(attrs)};
 
 		CHECK_FOR_INTERRUPTS();
-		run_plan(&insert_many, args, nulls);
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			UrlJob		key;
-			UrlJob	   *u;
-
-			key.url = TextDatumGetCString(spi_col(r, "url", &isnull));
-			u = bsearch(&key, urls, n, sizeof(UrlJob), url_job_cmp);
-			if (u == NULL)
-				elog(ERROR, "p2p_preheat: queued a URL that was not asked for");
-			u->job_id = DatumGetInt64(spi_col(r, "job_id", &isnull));
-			u->known = true;
-			created |= DatumGetBool(spi_col(r, "created", &isnull));
-		}
-		nmissing = 0;
-		for (int i = 0; i < n; i++)
-			if (!urls[i].known)
-				missing[nmissing++] = CStringGetTextDatum(urls[i].url);
+		run_plan(&insert_many, ins_args, ins_nulls);
+		if (SPI_processed > 0)
+			worker_wake_at_commit();
+		take_jobs(urls, n);
+		if ((missing = unknown_urls(urls, n)) == NULL)
+			break;
+		find_args[1] = PointerGetDatum(missing);
+		run_plan(&find_many, find_args, NULL);
+		take_jobs(urls, n);
 	}
-	if (created)
-		worker_wake_at_commit();
 }
 
 /* Sorts and deduplicates urls in place; returns how many distinct remain. */
