@@ -809,6 +809,109 @@ get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
 	return *isnull ? false : DatumGetBool(d);
 }
 
+/*
+ * The last policy and instance read, and the snapshot they were read with.
+ *
+ * A loop that queues one job per call (SELECT preheat(...) FROM ...) reads
+ * the same policy under the same snapshot every time: these read-only
+ * queries run with the caller's active snapshot, so a second read under an
+ * identical snapshot returns the identical row.  Identical means: no
+ * transaction ended since (snapXactCompletionCount), the same xmin, xmax and
+ * command id (this transaction changed nothing since), and the same check
+ * epoch (same transaction, no subtransaction ended, no catalog change).
+ */
+typedef struct RowKey
+{
+	bool		valid;
+	int			id;
+	uint64		epoch;
+	uint64		completions;
+	TransactionId xmin;
+	TransactionId xmax;
+	CommandId	curcid;
+} RowKey;
+
+static MemoryContext policy_cxt = NULL;
+static MemoryContext instance_cxt = NULL;
+static RowKey policy_key;
+static HarborPolicy cached_policy;
+static RowKey instance_key;
+static HarborInstanceInfo cached_instance;
+
+/* The key of a row read now; false when the snapshot cannot be one. */
+static bool
+row_key(int id, RowKey *k)
+{
+	Snapshot	snap;
+
+	memset(k, 0, sizeof(*k));
+	if (!ActiveSnapshotSet())
+		return false;
+	snap = GetActiveSnapshot();
+	if (snap->snapshot_type != SNAPSHOT_MVCC || snap->snapXactCompletionCount == 0)
+		return false;
+	k->id = id;
+	k->epoch = check_epoch;
+	k->completions = snap->snapXactCompletionCount;
+	k->xmin = snap->xmin;
+	k->xmax = snap->xmax;
+	k->curcid = snap->curcid;
+	k->valid = true;
+	return true;
+}
+
+static bool
+row_key_matches(const RowKey *cached, int id)
+{
+	RowKey		now;
+
+	return cached->valid && row_key(id, &now) && memcmp(cached, &now, sizeof(now)) == 0;
+}
+
+static char *
+dup_or_null(MemoryContext cxt, const char *s)
+{
+	return s ? MemoryContextStrdup(cxt, s) : NULL;
+}
+
+static HarborPolicy *
+copy_policy(MemoryContext cxt, const HarborPolicy *p)
+{
+	HarborPolicy *c = MemoryContextAlloc(cxt, sizeof(HarborPolicy));
+
+	*c = *p;
+	c->name = dup_or_null(cxt, p->name);
+	c->project = dup_or_null(cxt, p->project);
+	c->filters = dup_or_null(cxt, p->filters);
+	c->trigger = dup_or_null(cxt, p->trigger);
+	c->extra_attrs = dup_or_null(cxt, p->extra_attrs);
+	c->vendor = dup_or_null(cxt, p->vendor);
+	return c;
+}
+
+static HarborInstanceInfo *
+copy_instance(MemoryContext cxt, const HarborInstanceInfo *i)
+{
+	HarborInstanceInfo *c = MemoryContextAlloc(cxt, sizeof(HarborInstanceInfo));
+
+	*c = *i;
+	c->vendor = dup_or_null(cxt, i->vendor);
+	c->endpoint = dup_or_null(cxt, i->endpoint);
+	return c;
+}
+
+/* A context of its own for each kept row, emptied when the row is replaced. */
+static MemoryContext
+row_context(MemoryContext *cxt)
+{
+	if (*cxt == NULL)
+		*cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row",
+									 ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(*cxt);
+	return *cxt;
+}
+
 HarborPolicy *
 harbor_policy(int policy_id)
 {
@@ -818,7 +921,11 @@ harbor_policy(int policy_id)
 	HarborPolicy *p;
 	MemoryContext old;
 	bool		isnull;
+	RowKey		key;
 
+	if (row_key_matches(&policy_key, policy_id))
+		return copy_policy(caller, &cached_policy);
+	row_key(policy_id, &key);
 	tt = harbor_run(&q_policy, &arg, NULL, true, false);
 	if (SPI_processed == 0)
 		return NULL;
@@ -837,6 +944,13 @@ harbor_policy(int policy_id)
 	p->vendor = get_text(tt, 0, "vendor");
 	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
 	MemoryContextSwitchTo(old);
+	/* kept only if nothing moved the epoch while reading */
+	if (key.valid && key.epoch == check_epoch)
+	{
+		policy_key.valid = false;
+		cached_policy = *copy_policy(row_context(&policy_cxt), p);
+		policy_key = key;
+	}
 	return p;
 }
 
@@ -849,7 +963,11 @@ harbor_instance(int instance_id)
 	HarborInstanceInfo *inst;
 	MemoryContext old;
 	bool		isnull;
+	RowKey		key;
 
+	if (row_key_matches(&instance_key, instance_id))
+		return copy_instance(caller, &cached_instance);
+	row_key(instance_id, &key);
 	tt = harbor_run(&q_instance, &arg, NULL, true, false);
 	if (SPI_processed == 0)
 		return NULL;
@@ -860,6 +978,12 @@ harbor_instance(int instance_id)
 	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
 	inst->endpoint = get_text(tt, 0, "endpoint");
 	MemoryContextSwitchTo(old);
+	if (key.valid && key.epoch == check_epoch)
+	{
+		instance_key.valid = false;
+		cached_instance = *copy_instance(row_context(&instance_cxt), inst);
+		instance_key = key;
+	}
 	return inst;
 }
 

@@ -114,5 +114,16 @@ SELECT try($$SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/li
 SELECT try($$SELECT p2p_preheat.preheat(1, 'swap', '2')$$);
 ROLLBACK;
 
+-- a policy read once is reused only under the same snapshot: a change this
+-- transaction makes is seen by the next call
+BEGIN;
+SELECT count(p2p_preheat.preheat(1, 'cache', g::text)) AS queued FROM generate_series(1, 3) g;
+UPDATE p2p_preheat_policy SET enabled = false WHERE id = 1;
+SELECT try($$SELECT p2p_preheat.preheat(1, 'cache', '4')$$);
+UPDATE p2p_preheat_policy SET enabled = true WHERE id = 1;
+UPDATE p2p_preheat_instance SET enabled = false WHERE id = 1;
+SELECT try($$SELECT p2p_preheat.preheat(1, 'cache', '5')$$);
+ROLLBACK;
+
 \c postgres
 DROP DATABASE harbor_enqueue;
