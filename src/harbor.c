@@ -814,21 +814,25 @@ get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
  *
  * A loop that queues one job per call (SELECT preheat(...) FROM ...) reads
  * the same policy under the same snapshot every time: these read-only
- * queries run with the caller's active snapshot, so a second read under an
- * identical snapshot returns the identical row.  Identical means: no
- * transaction ended since (snapXactCompletionCount), the same xmin, xmax and
- * command id (this transaction changed nothing since), and the same check
- * epoch (same transaction, no subtransaction ended, no catalog change).
+ * queries run with the caller's active snapshot, and what an MVCC snapshot
+ * sees is fixed by its xmin, xmax, in-progress transactions and command id.
+ * So a row is reused only under a snapshot equal in all of these, within the
+ * same check epoch (same transaction, no subtransaction ended since, no
+ * catalog change).
  */
 typedef struct RowKey
 {
 	bool		valid;
 	int			id;
 	uint64		epoch;
-	uint64		completions;
 	TransactionId xmin;
 	TransactionId xmax;
 	CommandId	curcid;
+	bool		suboverflowed;
+	uint32		xcnt;
+	int32		subxcnt;
+	TransactionId *xip;			/* in the row's memory context */
+	TransactionId *subxip;
 } RowKey;
 
 static MemoryContext policy_cxt = NULL;
@@ -838,34 +842,57 @@ static HarborPolicy cached_policy;
 static RowKey instance_key;
 static HarborInstanceInfo cached_instance;
 
-/* The key of a row read now; false when the snapshot cannot be one. */
-static bool
-row_key(int id, RowKey *k)
+/* The active snapshot, if it is an MVCC one. */
+static Snapshot
+mvcc_snapshot(void)
 {
 	Snapshot	snap;
 
-	memset(k, 0, sizeof(*k));
 	if (!ActiveSnapshotSet())
-		return false;
+		return NULL;
 	snap = GetActiveSnapshot();
-	if (snap->snapshot_type != SNAPSHOT_MVCC || snap->snapXactCompletionCount == 0)
-		return false;
-	k->id = id;
-	k->epoch = check_epoch;
-	k->completions = snap->snapXactCompletionCount;
-	k->xmin = snap->xmin;
-	k->xmax = snap->xmax;
-	k->curcid = snap->curcid;
-	k->valid = true;
-	return true;
+	return snap->snapshot_type == SNAPSHOT_MVCC && !snap->takenDuringRecovery ? snap : NULL;
 }
 
 static bool
-row_key_matches(const RowKey *cached, int id)
+row_key_matches(const RowKey *k, int id)
 {
-	RowKey		now;
+	Snapshot	snap;
 
-	return cached->valid && row_key(id, &now) && memcmp(cached, &now, sizeof(now)) == 0;
+	if (!k->valid || k->id != id || k->epoch != check_epoch || (snap = mvcc_snapshot()) == NULL)
+		return false;
+	return snap->xmin == k->xmin && snap->xmax == k->xmax && snap->curcid == k->curcid &&
+		snap->suboverflowed == k->suboverflowed &&
+		snap->xcnt == k->xcnt && snap->subxcnt == k->subxcnt &&
+		(k->xcnt == 0 || memcmp(snap->xip, k->xip, k->xcnt * sizeof(TransactionId)) == 0) &&
+		(k->subxcnt <= 0 ||
+		 memcmp(snap->subxip, k->subxip, k->subxcnt * sizeof(TransactionId)) == 0);
+}
+
+/* The key of the active snapshot now, its arrays copied into cxt. */
+static void
+take_row_key(RowKey *k, int id, uint64 epoch, Snapshot snap, MemoryContext cxt)
+{
+	memset(k, 0, sizeof(*k));
+	k->id = id;
+	k->epoch = epoch;
+	k->xmin = snap->xmin;
+	k->xmax = snap->xmax;
+	k->curcid = snap->curcid;
+	k->suboverflowed = snap->suboverflowed;
+	k->xcnt = snap->xcnt;
+	k->subxcnt = snap->subxcnt;
+	if (k->xcnt > 0)
+	{
+		k->xip = MemoryContextAlloc(cxt, k->xcnt * sizeof(TransactionId));
+		memcpy(k->xip, snap->xip, k->xcnt * sizeof(TransactionId));
+	}
+	if (k->subxcnt > 0)
+	{
+		k->subxip = MemoryContextAlloc(cxt, k->subxcnt * sizeof(TransactionId));
+		memcpy(k->subxip, snap->subxip, k->subxcnt * sizeof(TransactionId));
+	}
+	k->valid = true;
 }
 
 static char *
@@ -921,12 +948,14 @@ harbor_policy(int policy_id)
 	HarborPolicy *p;
 	MemoryContext old;
 	bool		isnull;
-	RowKey		key;
+	Snapshot	snap = mvcc_snapshot();
+	uint64		epoch;
 
 	if (row_key_matches(&policy_key, policy_id))
 		return copy_policy(caller, &cached_policy);
-	row_key(policy_id, &key);
 	tt = harbor_run(&q_policy, &arg, NULL, true, false);
+	/* kept only if the checks it ran under still hold */
+	epoch = q_policy.checked_epoch;
 	if (SPI_processed == 0)
 		return NULL;
 	old = MemoryContextSwitchTo(caller);
@@ -945,11 +974,13 @@ harbor_policy(int policy_id)
 	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
 	MemoryContextSwitchTo(old);
 	/* kept only if nothing moved the epoch while reading */
-	if (key.valid && key.epoch == check_epoch)
+	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
 	{
+		MemoryContext cxt = row_context(&policy_cxt);
+
 		policy_key.valid = false;
-		cached_policy = *copy_policy(row_context(&policy_cxt), p);
-		policy_key = key;
+		cached_policy = *copy_policy(cxt, p);
+		take_row_key(&policy_key, policy_id, epoch, snap, cxt);
 	}
 	return p;
 }
@@ -963,12 +994,13 @@ harbor_instance(int instance_id)
 	HarborInstanceInfo *inst;
 	MemoryContext old;
 	bool		isnull;
-	RowKey		key;
+	Snapshot	snap = mvcc_snapshot();
+	uint64		epoch;
 
 	if (row_key_matches(&instance_key, instance_id))
 		return copy_instance(caller, &cached_instance);
-	row_key(instance_id, &key);
 	tt = harbor_run(&q_instance, &arg, NULL, true, false);
+	epoch = q_instance.checked_epoch;
 	if (SPI_processed == 0)
 		return NULL;
 	old = MemoryContextSwitchTo(caller);
@@ -978,11 +1010,13 @@ harbor_instance(int instance_id)
 	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
 	inst->endpoint = get_text(tt, 0, "endpoint");
 	MemoryContextSwitchTo(old);
-	if (key.valid && key.epoch == check_epoch)
+	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
 	{
+		MemoryContext cxt = row_context(&instance_cxt);
+
 		instance_key.valid = false;
-		cached_instance = *copy_instance(row_context(&instance_cxt), inst);
-		instance_key = key;
+		cached_instance = *copy_instance(cxt, inst);
+		take_row_key(&instance_key, instance_id, epoch, snap, cxt);
 	}
 	return inst;
 }
