@@ -8,6 +8,9 @@
 #   - preheat(policy, repositories[], references[]), per job, in batches;
 #   - and the floor under all three: the job's INSERT alone, one statement a
 #     job, from a PL/pgSQL loop.
+# Then the same three calls one statement each, from a PL/pgSQL loop: each
+# statement has a snapshot of its own, so nothing read from Harbor's tables
+# under one is reused by the next (src/harbor.c).
 # Every call queues a new job (distinct URLs).  Each figure is the best of
 # ROUNDS rounds, each on a fresh database; prints microseconds per job and
 # the ratio to net.http_post().
@@ -80,7 +83,7 @@ timed() {
 per_job() { awk -v s="$1" -v n="$calls" 'BEGIN { printf "%.2f", s / n * 1e6 }'; }
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 
-declare -a t_net t_url t_pol t_set t_ins
+declare -a t_net t_url t_pol t_set t_ins s_net s_url s_pol
 for r in $(seq 1 "$rounds"); do
 	db=queue_$r
 	setup_db "$db"
@@ -94,6 +97,12 @@ for r in $(seq 1 "$rounds"); do
 		INSERT INTO p2p_preheat.job (instance_id, url, attrs)
 		VALUES (1, 'https://harbor.example.com/v2/library/i/manifests/' || g, '{}')
 		ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING; END LOOP; END \$\$")")")
+	s_net+=("$(per_job "$(timed "$db" "DO \$\$ BEGIN FOR g IN 1..$calls LOOP
+		PERFORM net.http_post('http://127.0.0.1:1/oapi/v1/jobs', '{\"type\": \"preheat\"}'::jsonb); END LOOP; END \$\$")")")
+	s_url+=("$(per_job "$(timed "$db" "DO \$\$ BEGIN FOR g IN 1..$calls LOOP
+		PERFORM p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/s/manifests/' || g); END LOOP; END \$\$")")")
+	s_pol+=("$(per_job "$(timed "$db" "DO \$\$ BEGIN FOR g IN 1..$calls LOOP
+		PERFORM p2p_preheat.preheat(1, 'app', 's' || g); END LOOP; END \$\$")")")
 	if psql -qXAt -d "$db" -c "SELECT to_regprocedure('p2p_preheat.preheat(integer,text[],text[],jsonb)')" | grep -q preheat; then
 		t_set+=("$(per_job "$(timed "$db" "SELECT sum((SELECT count(*) FROM p2p_preheat.preheat(1,
 			array_fill('app'::text, ARRAY[$batch]),
@@ -112,4 +121,10 @@ report "preheat(policy, repository, reference)" "$(best "${t_pol[@]}")"
 [ ${#t_set[@]} -eq 0 ] || report "preheat(policy, repositories[], references[]) / $batch" "$(best "${t_set[@]}")"
 report "the job's INSERT alone (PL/pgSQL loop)" "$(best "${t_ins[@]}")"
 echo "  (target: preheat_url() and preheat() <= 1.5 x net.http_post())"
+net=$(best "${s_net[@]}")
+echo "one statement a call (PL/pgSQL loop)"
+report "net.http_post()" "$net"
+report "preheat_url(instance, url)" "$(best "${s_url[@]}")"
+report "preheat(policy, repository, reference)" "$(best "${s_pol[@]}")"
 echo "  every round: net ${t_net[*]}; preheat_url ${t_url[*]}; preheat ${t_pol[*]}${t_set[*]:+; set ${t_set[*]:-}}; INSERT ${t_ins[*]}"
+echo "  every round, a statement each: net ${s_net[*]}; preheat_url ${s_url[*]}; preheat ${s_pol[*]}"
