@@ -21,7 +21,8 @@ OBJS = \
 	src/worker.o \
 	src/doublestar.o \
 	src/events.o \
-	src/oci_names.o
+	src/oci_names.o \
+	src/enqueue.o
 
 # The install script of the current version is built from the numbered
 # files in sql/, one concern each (as pgvector does).  Released scripts of
@@ -48,7 +49,7 @@ DATA = $(filter-out sql/[0-9]%,$(wildcard sql/p2p_preheat--*.sql))
 # "setup", the first pg_regress test, stores in the server what only its
 # configuration can hold (secret files, stand-in address): ALTER SYSTEM and
 # ALTER ROLE.
-REGRESS = setup validate migrate event_trigger dispatch doublestar policy events operations hostile
+REGRESS = setup validate migrate event_trigger dispatch doublestar policy events operations hostile enqueue
 REGRESS_OPTS = --inputdir=test
 ISOLATION = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test/isolation

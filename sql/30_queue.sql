@@ -14,10 +14,12 @@ CREATE TYPE p2p_preheat.job_state AS ENUM
 COMMENT ON TYPE p2p_preheat.job_state IS
 'queued, sending (claimed), running (accepted by Dragonfly, being followed); then succeeded, failed or canceled';
 
+-- The engine's own rule (JOB_STATE_IS_OPEN in src/dispatch.h), in C: the
+-- generated column below calls it on every INSERT.
 CREATE FUNCTION p2p_preheat.job_state_is_open(state p2p_preheat.job_state)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN state IN ('queued', 'sending', 'running');
+AS 'MODULE_PATHNAME', 'p2p_preheat_job_state_is_open'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION p2p_preheat.job_state_is_open(p2p_preheat.job_state) IS
 'Whether a job in this state is still to be sent or followed (not final)';
@@ -103,197 +105,65 @@ LANGUAGE C VOLATILE;
 /*
  * Queues one job per distinct URL for an instance and its arguments, or
  * reuses the open identical job; returns the job of every URL.  The one
- * place where jobs are created and deduplicated.
+ * place where jobs are created and deduplicated (src/enqueue.c), with one
+ * INSERT for all the URLs.
  */
 CREATE FUNCTION p2p_preheat._enqueue(policy_id integer, instance_id integer, urls text[],
 	attrs jsonb, OUT url text, OUT job_id bigint)
 RETURNS SETOF record
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-	missing text[] := ARRAY(SELECT DISTINCT u FROM unnest(urls) u WHERE u IS NOT NULL);
-	created bigint := 0;
-	n bigint;
-BEGIN
-	-- One URL (preheat(), preheat_url(), a pushed tag): one statement that
-	-- reaches the job through the identity index, whatever the statistics.
-	IF cardinality(urls) = 1 AND urls[1] IS NOT NULL THEN
-		LOOP
-			INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)
-			VALUES (_enqueue.policy_id, _enqueue.instance_id, urls[1], _enqueue.attrs)
-			ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING
-			RETURNING j.id INTO job_id;
-			url := urls[1];
-			IF job_id IS NOT NULL THEN
-				PERFORM p2p_preheat._wake_worker();
-				RETURN NEXT;
-				RETURN;
-			END IF;
-			SELECT j.id INTO job_id FROM p2p_preheat.job j
-			 WHERE j.instance_id = _enqueue.instance_id AND j.url = urls[1]
-			   AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open;
-			IF job_id IS NOT NULL THEN
-				RETURN NEXT;
-				RETURN;
-			END IF;
-			-- the identical job ended in between: queue a new one
-		END LOOP;
-	END IF;
-
-	-- An identical job inserted by a transaction that commits while this
-	-- statement runs is neither inserted nor visible to it: look again.
-	WHILE cardinality(missing) > 0 LOOP
-		RETURN QUERY
-		WITH ins AS (
-			INSERT INTO p2p_preheat.job AS j (policy_id, instance_id, url, attrs)
-			SELECT _enqueue.policy_id, _enqueue.instance_id, m, _enqueue.attrs
-			  FROM unnest(missing) m
-			ON CONFLICT (instance_id, url, md5(attrs::text)) WHERE open DO NOTHING
-			RETURNING j.url, j.id)
-		SELECT ins.url, ins.id FROM ins
-		UNION ALL
-		SELECT j.url, j.id FROM p2p_preheat.job j
-		 WHERE j.instance_id = _enqueue.instance_id AND j.url = ANY (missing)
-		   AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open
-		   AND j.url NOT IN (SELECT ins.url FROM ins);
-		GET DIAGNOSTICS n = ROW_COUNT;
-		created := created + n;
-		missing := ARRAY(SELECT m FROM unnest(missing) m
-						  EXCEPT
-						  SELECT j.url FROM p2p_preheat.job j
-						   WHERE j.instance_id = _enqueue.instance_id AND j.url = ANY (missing)
-							 AND md5(j.attrs::text) = md5(_enqueue.attrs::text) AND j.open);
-	END LOOP;
-	IF created > 0 THEN
-		PERFORM p2p_preheat._wake_worker();
-	END IF;
-END
-$$;
+AS 'MODULE_PATHNAME', 'p2p_preheat_enqueue'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 /*
  * The policy a run or a preheat may use, with its project and instance, or
- * the reason it may not.  The one place these checks live.
+ * the reason it may not.  The one place these checks live (src/enqueue.c):
+ * preheat() makes them in C, run_policy() through this.
  */
 CREATE FUNCTION p2p_preheat._runnable_policy(policy_id integer)
 RETURNS p2p_preheat.harbor_policy
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	pol p2p_preheat.harbor_policy := p2p_preheat._harbor_policy(policy_id);
-BEGIN
-	IF pol.id IS NULL THEN
-		RAISE EXCEPTION 'preheat policy % does not exist', policy_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
-	IF pol.project IS NULL THEN
-		RAISE EXCEPTION 'the project of preheat policy "%" (id %) does not exist', pol.name, policy_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
-	IF NOT coalesce(pol.enabled, false) THEN
-		RAISE EXCEPTION 'preheat policy "%" (id %) is disabled', pol.name, policy_id
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Enable the policy in Harbor first.';
-	END IF;
-	IF NOT pol.instance_found THEN
-		RAISE EXCEPTION 'preheat policy "%" (id %) uses preheat instance %, which does not exist',
-			pol.name, policy_id, pol.provider_id
-			USING ERRCODE = 'object_not_in_prerequisite_state';
-	END IF;
-	IF NOT coalesce(pol.instance_enabled, true) THEN
-		RAISE EXCEPTION 'preheat policy "%" (id %) uses preheat instance %, which is disabled',
-			pol.name, policy_id, pol.provider_id
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Enable the instance in Harbor first.';
-	END IF;
-	RETURN pol;
-END
-$$;
+AS 'MODULE_PATHNAME', 'p2p_preheat_runnable_policy'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
 
 -- p2p_preheat.registry_url without its trailing slash, or the reason it is missing.
 CREATE FUNCTION p2p_preheat._registry_url()
 RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	registry text := rtrim(coalesce(current_setting('p2p_preheat.registry_url', true), ''), '/');
-BEGIN
-	IF registry = '' THEN
-		RAISE EXCEPTION 'p2p_preheat.registry_url is not set'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'A superuser sets it to Harbor''s external URL: ALTER SYSTEM SET p2p_preheat.registry_url = ''https://harbor.example.com''.';
-	END IF;
-	RETURN registry;
-END
-$$;
+AS 'MODULE_PATHNAME', 'p2p_preheat_registry_url'
+LANGUAGE C STABLE;
 
+/*
+ * Queueing costs about what its INSERT costs: preheat(), its set form and
+ * preheat_url() are C (src/enqueue.c) with statements prepared once per
+ * backend.
+ */
 CREATE FUNCTION p2p_preheat.preheat(policy_id integer, repository text, reference text,
 									headers jsonb DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	pol p2p_preheat.harbor_policy := p2p_preheat._runnable_policy(policy_id);
-	repo text;
-	jid bigint;
-BEGIN
-	IF headers IS NOT NULL AND (jsonb_typeof(headers) <> 'object'
-		OR EXISTS (SELECT FROM jsonb_each(headers) h WHERE jsonb_typeof(h.value) <> 'string')) THEN
-		RAISE EXCEPTION 'headers must be a JSON object of strings'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Pass {"Authorization": "Bearer <registry token>"}.';
-	END IF;
-	IF coalesce(repository, '') = '' OR coalesce(reference, '') = '' THEN
-		RAISE EXCEPTION 'repository and reference must not be empty'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	-- Harbor names repositories "<project>/<repo>"; accept either form
-	repo := CASE WHEN repository LIKE pol.project || '/%' THEN repository
-				 ELSE pol.project || '/' || repository END;
-	PERFORM p2p_preheat._check_image_name(repo, reference);
-	SELECT e.job_id INTO jid
-	  FROM p2p_preheat._enqueue(policy_id, pol.provider_id,
-			ARRAY[p2p_preheat._registry_url() || '/v2/' || repo || '/manifests/' || reference],
-			p2p_preheat.validate_extra_attrs(pol.vendor, pol.extra_attrs)) e;
-	IF headers IS NOT NULL AND headers <> '{}' THEN
-		-- the newest token wins while the job has not been sent
-		INSERT INTO p2p_preheat.job_secret AS s (job_id, headers)
-		SELECT jid, preheat.headers
-		 WHERE EXISTS (SELECT FROM p2p_preheat.job j WHERE j.id = jid AND j.state IN ('queued', 'sending'))
-		ON CONFLICT (job_id) DO UPDATE SET headers = excluded.headers;
-	END IF;
-	RETURN jid;
-END
-$$;
+AS 'MODULE_PATHNAME', 'p2p_preheat_preheat'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION p2p_preheat.preheat(integer, text, text, jsonb) IS
 'Queues a preheat of <registry_url>/v2/<project>/<repository>/manifests/<reference> as the policy says; returns the job id (an open identical job if there is one)';
 
+CREATE FUNCTION p2p_preheat.preheat(policy_id integer, repositories text[], "references" text[],
+									headers jsonb DEFAULT NULL)
+RETURNS SETOF bigint
+AS 'MODULE_PATHNAME', 'p2p_preheat_preheat_set'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+ROWS 100;
+
+COMMENT ON FUNCTION p2p_preheat.preheat(integer, text[], text[], jsonb) IS
+'Queues a preheat of each image repositories[i]:references[i] as the policy says, in one INSERT; returns one job id per element, in order (an image named twice gets the same job)';
+
 CREATE FUNCTION p2p_preheat.preheat_url(instance_id integer, url text,
 										extra_attrs jsonb DEFAULT '{}')
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	inst p2p_preheat.harbor_instance := p2p_preheat._harbor_instance(instance_id);
-	jid bigint;
-BEGIN
-	IF inst.id IS NULL THEN
-		RAISE EXCEPTION 'preheat instance % does not exist', instance_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
-	PERFORM p2p_preheat._check_manifest_url(url);
-	SELECT e.job_id INTO jid
-	  FROM p2p_preheat._enqueue(NULL, instance_id, ARRAY[url],
-			p2p_preheat.validate_extra_attrs(inst.vendor, coalesce(extra_attrs, '{}')::text)) e;
-	RETURN jid;
-END
-$$;
+AS 'MODULE_PATHNAME', 'p2p_preheat_preheat_url'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION p2p_preheat.preheat_url(integer, text, jsonb) IS
 'Queues a preheat of any image manifest URL on a preheat instance; returns the job id';

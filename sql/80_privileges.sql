@@ -24,6 +24,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT EXECUTE ON FUNCTION
 	p2p_preheat.preheat(integer, text, text, jsonb),
+	p2p_preheat.preheat(integer, text[], text[], jsonb),
 	p2p_preheat.run_policy(integer, text)
 	TO p2p_preheat_user;
 GRANT SELECT ON p2p_preheat.job, p2p_preheat.execution, p2p_preheat.execution_job,

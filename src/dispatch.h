@@ -13,8 +13,8 @@
 
 /*
  * A job's state: the SQL enum p2p_preheat.job_state mirrored, in its order.
- * Open states (still to be sent or followed) come first; the SQL side says
- * the same in p2p_preheat.job_state_is_open().
+ * Open states (still to be sent or followed) come first; SQL asks this
+ * macro through p2p_preheat.job_state_is_open().
  */
 typedef enum JobState
 {

@@ -78,15 +78,15 @@ typedef struct HarborQuery
 	Oid			argtypes[8];
 	SPIPlanPtr	plan;
 	NameData	plan_schema;
-	/* its tables passed check_table() for this schema and owner, as of ... */
+	/* its tables passed check_table() for this schema and owner, in ... */
 	uint64		checked_generation;
 	Oid			checked_nsp;
 	Oid			checked_owner;
 } HarborQuery;
 
 /*
- * ... this generation of the catalogs: any change to pg_class or
- * pg_namespace that reaches this backend (its own, or another's at its next
+ * A generation of the catalogs: any change to pg_class, pg_namespace or a
+ * relation that reaches this backend (its own, or another's at its next
  * lock or transaction) starts a new one.  The checks read the same syscaches
  * that these invalidations flush, so skipping them within a generation sees
  * nothing older than checking again would.
@@ -264,16 +264,71 @@ static HarborQuery q_token_expiration = {
 static bool version_checked = false;
 static bool callback_registered = false;
 
+/*
+ * A queueing loop or an event calls here once per job, so two things are
+ * kept between calls:
+ *  - the record (p2p_preheat.harbor, an ordinary table) until the
+ *    transaction or a subtransaction ends, or the catalog changes (attach()
+ *    rewrites the record and, in the same transaction, replaces triggers on
+ *    Harbor's policy table: that invalidates too);
+ *  - which queries' tables passed check_table(), for a schema and owner, in
+ *    a generation of the catalog (catalog_generation, above): across
+ *    transactions, since every change those checks could see arrives as an
+ *    invalidation first.
+ * check_epoch also keys the policy and instance rows reused below.
+ */
+static HarborRecord checked_record;
+static bool record_checked = false;
+static uint64 check_epoch = 1;	/* a query's checks hold while equal */
+
+static void
+forget_checks(void)
+{
+	record_checked = false;
+	check_epoch++;
+}
+
 static void
 harbor_xact_callback(XactEvent event, void *arg)
 {
 	version_checked = false;
+	forget_checks();
 }
 
 static void
-harbor_catalog_callback(Datum arg, int cacheid, uint32 hashvalue)
+harbor_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB || event == SUBXACT_EVENT_COMMIT_SUB)
+		forget_checks();
+}
+
+static void
+harbor_relcache_callback(Datum arg, Oid relid)
 {
 	catalog_generation++;
+	forget_checks();
+}
+
+static void
+harbor_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_generation++;
+	forget_checks();
+}
+
+static void
+register_callbacks(void)
+{
+	if (callback_registered)
+		return;
+	RegisterXactCallback(harbor_xact_callback, NULL);
+	RegisterSubXactCallback(harbor_subxact_callback, NULL);
+	CacheRegisterRelcacheCallback(harbor_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, harbor_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(RELOID, harbor_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(RELNAMENSP, harbor_syscache_callback, (Datum) 0);
+	callback_registered = true;
 }
 
 /* extversion of p2p_preheat in this database, or NULL. */
@@ -312,14 +367,7 @@ harbor_check_version(void)
 
 	if (version_checked)
 		return;
-	if (!callback_registered)
-	{
-		RegisterXactCallback(harbor_xact_callback, NULL);
-		CacheRegisterSyscacheCallback(RELOID, harbor_catalog_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(RELNAMENSP, harbor_catalog_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, harbor_catalog_callback, (Datum) 0);
-		callback_registered = true;
-	}
+	register_callbacks();
 	v = installed_version();
 	if (v == NULL)
 		ereport(ERROR,
@@ -427,6 +475,8 @@ check_table(const HarborRecord *h, const char *relname)
 	ReleaseSysCache(tup);
 }
 
+#define PINNED_SEARCH_PATH "pg_catalog, pg_temp"
+
 typedef struct AsHarbor
 {
 	Oid			save_user;
@@ -440,9 +490,16 @@ become_harbor(const HarborRecord *h, AsHarbor *s)
 	GetUserIdAndSecContext(&s->save_user, &s->save_sec);
 	SetUserIdAndSecContext(h->owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	/*
+	 * The nest level undoes whatever settings Harbor's code changes; the
+	 * pinned search_path is set unless the caller (a function of ours with
+	 * SET search_path) already runs with exactly it.
+	 */
 	s->nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (namespace_search_path == NULL ||
+		strcmp(namespace_search_path, PINNED_SEARCH_PATH) != 0)
+		(void) set_config_option("search_path", PINNED_SEARCH_PATH, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 }
 
 static void
@@ -465,14 +522,21 @@ harbor_run(HarborQuery *q, Datum *args, const char *nulls, bool read_only,
 	int			rc;
 
 	harbor_check_version();
-	if (missing_ok)
-	{
-		load_record(&h);
-		if (!h.found)
-			return NULL;
-	}
+	if (record_checked)
+		h = checked_record;
 	else
-		require_record(&h);
+	{
+		if (missing_ok)
+		{
+			load_record(&h);
+			if (!h.found)
+				return NULL;
+		}
+		else
+			require_record(&h);
+		checked_record = h;
+		record_checked = true;
+	}
 	if (q->checked_generation != catalog_generation || q->checked_nsp != h.nsp ||
 		q->checked_owner != h.owner)
 	{
@@ -746,6 +810,235 @@ harbor_instances(int *ids, int nids)
 	}
 	SPI_finish();
 	return out;
+}
+
+/* An int4 or bool column by name; *isnull says whether it was NULL. */
+static int32
+get_int4(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
+{
+	Datum		d = get_col(tt, row, name, isnull);
+
+	return *isnull ? 0 : DatumGetInt32(d);
+}
+
+static bool
+get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
+{
+	Datum		d = get_col(tt, row, name, isnull);
+
+	return *isnull ? false : DatumGetBool(d);
+}
+
+/*
+ * The last policy and instance read, and the snapshot they were read with.
+ *
+ * A loop that queues one job per call (SELECT preheat(...) FROM ...) reads
+ * the same policy under the same snapshot every time: these read-only
+ * queries run with the caller's active snapshot, and what an MVCC snapshot
+ * sees is fixed by its xmin, xmax, in-progress transactions and command id.
+ * So a row is reused only under a snapshot equal in all of these, within the
+ * same check epoch (same transaction, no subtransaction ended since, no
+ * catalog change).
+ */
+typedef struct RowKey
+{
+	bool		valid;
+	int			id;
+	uint64		epoch;
+	TransactionId xmin;
+	TransactionId xmax;
+	CommandId	curcid;
+	bool		suboverflowed;
+	uint32		xcnt;
+	int32		subxcnt;
+	TransactionId *xip;			/* in the row's memory context */
+	TransactionId *subxip;
+} RowKey;
+
+static MemoryContext policy_cxt = NULL;
+static MemoryContext instance_cxt = NULL;
+static RowKey policy_key;
+static HarborPolicy cached_policy;
+static RowKey instance_key;
+static HarborInstanceInfo cached_instance;
+
+/* The active snapshot, if it is an MVCC one. */
+static Snapshot
+mvcc_snapshot(void)
+{
+	Snapshot	snap;
+
+	if (!ActiveSnapshotSet())
+		return NULL;
+	snap = GetActiveSnapshot();
+	return snap->snapshot_type == SNAPSHOT_MVCC && !snap->takenDuringRecovery ? snap : NULL;
+}
+
+static bool
+row_key_matches(const RowKey *k, int id)
+{
+	Snapshot	snap;
+
+	if (!k->valid || k->id != id || k->epoch != check_epoch || (snap = mvcc_snapshot()) == NULL)
+		return false;
+	return snap->xmin == k->xmin && snap->xmax == k->xmax && snap->curcid == k->curcid &&
+		snap->suboverflowed == k->suboverflowed &&
+		snap->xcnt == k->xcnt && snap->subxcnt == k->subxcnt &&
+		(k->xcnt == 0 || memcmp(snap->xip, k->xip, k->xcnt * sizeof(TransactionId)) == 0) &&
+		(k->subxcnt <= 0 ||
+		 memcmp(snap->subxip, k->subxip, k->subxcnt * sizeof(TransactionId)) == 0);
+}
+
+/* The key of the active snapshot now, its arrays copied into cxt. */
+static void
+take_row_key(RowKey *k, int id, uint64 epoch, Snapshot snap, MemoryContext cxt)
+{
+	memset(k, 0, sizeof(*k));
+	k->id = id;
+	k->epoch = epoch;
+	k->xmin = snap->xmin;
+	k->xmax = snap->xmax;
+	k->curcid = snap->curcid;
+	k->suboverflowed = snap->suboverflowed;
+	k->xcnt = snap->xcnt;
+	k->subxcnt = snap->subxcnt;
+	if (k->xcnt > 0)
+	{
+		k->xip = MemoryContextAlloc(cxt, k->xcnt * sizeof(TransactionId));
+		memcpy(k->xip, snap->xip, k->xcnt * sizeof(TransactionId));
+	}
+	if (k->subxcnt > 0)
+	{
+		k->subxip = MemoryContextAlloc(cxt, k->subxcnt * sizeof(TransactionId));
+		memcpy(k->subxip, snap->subxip, k->subxcnt * sizeof(TransactionId));
+	}
+	k->valid = true;
+}
+
+static char *
+dup_or_null(MemoryContext cxt, const char *s)
+{
+	return s ? MemoryContextStrdup(cxt, s) : NULL;
+}
+
+static HarborPolicy *
+copy_policy(MemoryContext cxt, const HarborPolicy *p)
+{
+	HarborPolicy *c = MemoryContextAlloc(cxt, sizeof(HarborPolicy));
+
+	*c = *p;
+	c->name = dup_or_null(cxt, p->name);
+	c->project = dup_or_null(cxt, p->project);
+	c->filters = dup_or_null(cxt, p->filters);
+	c->trigger = dup_or_null(cxt, p->trigger);
+	c->extra_attrs = dup_or_null(cxt, p->extra_attrs);
+	c->vendor = dup_or_null(cxt, p->vendor);
+	return c;
+}
+
+static HarborInstanceInfo *
+copy_instance(MemoryContext cxt, const HarborInstanceInfo *i)
+{
+	HarborInstanceInfo *c = MemoryContextAlloc(cxt, sizeof(HarborInstanceInfo));
+
+	*c = *i;
+	c->vendor = dup_or_null(cxt, i->vendor);
+	c->endpoint = dup_or_null(cxt, i->endpoint);
+	return c;
+}
+
+/* A context of its own for each kept row, emptied when the row is replaced. */
+static MemoryContext
+row_context(MemoryContext *cxt)
+{
+	if (*cxt == NULL)
+		*cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row",
+									 ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(*cxt);
+	return *cxt;
+}
+
+HarborPolicy *
+harbor_policy(int policy_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(policy_id);
+	SPITupleTable *tt;
+	HarborPolicy *p;
+	MemoryContext old;
+	bool		isnull;
+	Snapshot	snap = mvcc_snapshot();
+	uint64		epoch;
+
+	if (row_key_matches(&policy_key, policy_id))
+		return copy_policy(caller, &cached_policy);
+	/* kept only if nothing was invalidated while it was read */
+	epoch = check_epoch;
+	tt = harbor_run(&q_policy, &arg, NULL, true, false);
+	if (SPI_processed == 0)
+		return NULL;
+	old = MemoryContextSwitchTo(caller);
+	p = palloc0(sizeof(HarborPolicy));
+	p->id = get_int4(tt, 0, "id", &isnull);
+	p->name = get_text(tt, 0, "name");
+	p->project_id = get_int4(tt, 0, "project_id", &p->project_id_null);
+	p->project = get_text(tt, 0, "project");
+	p->provider_id = get_int4(tt, 0, "provider_id", &p->provider_id_null);
+	p->enabled = get_bool(tt, 0, "enabled", &p->enabled_null);
+	p->filters = get_text(tt, 0, "filters");
+	p->trigger = get_text(tt, 0, "trigger");
+	p->extra_attrs = get_text(tt, 0, "extra_attrs");
+	p->instance_found = get_bool(tt, 0, "instance_found", &isnull);
+	p->vendor = get_text(tt, 0, "vendor");
+	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
+	MemoryContextSwitchTo(old);
+	/* kept only if nothing moved the epoch while reading */
+	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
+	{
+		MemoryContext cxt = row_context(&policy_cxt);
+
+		policy_key.valid = false;
+		cached_policy = *copy_policy(cxt, p);
+		take_row_key(&policy_key, policy_id, epoch, snap, cxt);
+	}
+	return p;
+}
+
+HarborInstanceInfo *
+harbor_instance(int instance_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		arg = Int32GetDatum(instance_id);
+	SPITupleTable *tt;
+	HarborInstanceInfo *inst;
+	MemoryContext old;
+	bool		isnull;
+	Snapshot	snap = mvcc_snapshot();
+	uint64		epoch;
+
+	if (row_key_matches(&instance_key, instance_id))
+		return copy_instance(caller, &cached_instance);
+	epoch = check_epoch;
+	tt = harbor_run(&q_instance, &arg, NULL, true, false);
+	if (SPI_processed == 0)
+		return NULL;
+	old = MemoryContextSwitchTo(caller);
+	inst = palloc0(sizeof(HarborInstanceInfo));
+	inst->id = get_int4(tt, 0, "id", &isnull);
+	inst->vendor = get_text(tt, 0, "vendor");
+	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
+	inst->endpoint = get_text(tt, 0, "endpoint");
+	MemoryContextSwitchTo(old);
+	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
+	{
+		MemoryContext cxt = row_context(&instance_cxt);
+
+		instance_key.valid = false;
+		cached_instance = *copy_instance(cxt, inst);
+		take_row_key(&instance_key, instance_id, epoch, snap, cxt);
+	}
+	return inst;
 }
 
 char *

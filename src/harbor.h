@@ -49,6 +49,41 @@ typedef struct HarborArtifact
 } HarborArtifact;
 
 /*
+ * A policy with its project and instance, as queueing reads it (the columns
+ * of the SQL type p2p_preheat.harbor_policy).  NULL strings are SQL NULLs;
+ * enabled and instance_enabled are NULL when their *_null flag is set.
+ */
+typedef struct HarborPolicy
+{
+	int			id;
+	char	   *name;
+	bool		project_id_null;
+	int			project_id;
+	char	   *project;
+	bool		provider_id_null;
+	int			provider_id;
+	bool		enabled_null;
+	bool		enabled;
+	char	   *filters;
+	char	   *trigger;
+	char	   *extra_attrs;
+	bool		instance_found;
+	char	   *vendor;
+	bool		instance_enabled_null;
+	bool		instance_enabled;
+} HarborPolicy;
+
+/* An instance without its credentials (p2p_preheat.harbor_instance). */
+typedef struct HarborInstanceInfo
+{
+	int			id;
+	char	   *vendor;
+	bool		enabled_null;
+	bool		enabled;
+	char	   *endpoint;
+} HarborInstanceInfo;
+
+/*
  * Refuses, with a clear error and hint, a library whose version differs
  * from the extension installed in this database.  Checked once per
  * transaction.
@@ -60,6 +95,14 @@ extern void harbor_check_version(void);
  * to be connected).  Missing ids are absent from the list.
  */
 extern List *harbor_instances(int *ids, int nids);
+
+/*
+ * One policy, or one instance, read as Harbor's owner; NULL when there is
+ * no such row.  Errors when Harbor is not attached.  Need SPI to be
+ * connected; the result is allocated in the caller's memory context.
+ */
+extern HarborPolicy *harbor_policy(int policy_id);
+extern HarborInstanceInfo *harbor_instance(int instance_id);
 
 /*
  * The vendor of a policy's instance for the validation trigger, read as

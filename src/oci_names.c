@@ -285,8 +285,8 @@ refuse(const char *field, const char *value, const char *rule, const char *hint)
 	"without user name, password, query or fragment, such as " \
 	"https://harbor.example.com/v2/library/app/manifests/1.0."
 
-static void
-check_image_name(const char *repository, const char *reference)
+void
+p2p_check_image_name(const char *repository, const char *reference)
 {
 	const char *why;
 
@@ -345,8 +345,8 @@ check_manifest_host(const char *url, const char *host)
 	freeaddrinfo(res);
 }
 
-static void
-check_manifest_url(const char *url)
+void
+p2p_check_manifest_url(const char *url)
 {
 	UrlParts	p;
 	const char *rest;
@@ -383,7 +383,7 @@ check_manifest_url(const char *url)
 	if (last == NULL || last < path + 4)
 		refuse("url", url, "the path must be /v2/<repository>/manifests/<reference>", URL_HINT);
 	repository = pnstrdup(path + 4, last - (path + 4));
-	check_image_name(repository, last + strlen("/manifests/"));
+	p2p_check_image_name(repository, last + strlen("/manifests/"));
 	check_manifest_host(url, p.host);
 }
 
@@ -394,7 +394,7 @@ p2p_preheat_check_manifest_url(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("url must not be NULL")));
-	check_manifest_url(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	p2p_check_manifest_url(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }
 
@@ -405,7 +405,7 @@ p2p_preheat_check_image_name(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", PG_ARGISNULL(0) ? "repository" : "reference")));
-	check_image_name(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+	p2p_check_image_name(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 					 text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	PG_RETURN_VOID();
 }

@@ -27,4 +27,13 @@ extern bool p2p_url_has_userinfo(const char *url);
 extern const char *p2p_oci_repository_problem(const char *repository);
 extern const char *p2p_oci_reference_problem(const char *reference);
 
+/*
+ * Refuse (ERROR 22023 naming the field, the value and the rule, with a
+ * hint) a repository or reference outside the grammar, or a manifest URL
+ * that is not http(s)://host/v2/<repository>/manifests/<reference>, carries
+ * user information or names an address the dispatcher refuses.
+ */
+extern void p2p_check_image_name(const char *repository, const char *reference);
+extern void p2p_check_manifest_url(const char *url);
+
 #endif

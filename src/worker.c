@@ -1003,10 +1003,16 @@ p2p_preheat_worker_generation(PG_FUNCTION_ARGS)
 }
 
 /* Called when a job is queued: the worker is woken when this commits. */
+void
+worker_wake_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
 Datum
 p2p_preheat_wake_worker(PG_FUNCTION_ARGS)
 {
-	wake_at_commit = true;
+	worker_wake_at_commit();
 	PG_RETURN_VOID();
 }
 

@@ -14,4 +14,7 @@ extern int	worker_retention_s;
 /* From _PG_init: the transaction callback always, the worker when preloaded. */
 extern void worker_register(void);
 
+/* A job was queued: wake the worker when this transaction commits. */
+extern void worker_wake_at_commit(void);
+
 #endif
