@@ -1041,9 +1041,12 @@ settle(DispatchJob *j, Outcomes *out, DispatchCounts *c, double now)
 				}
 				else
 				{
+					/* one draw of the jitter: Min() evaluates its arguments twice */
+					double		backoff = backoff_secs(Max(polls, 1));
+
 					state = JOB_RUNNING;
 					next = a->verdict == DF_RETRY ?
-						now + Min(backoff_secs(Max(polls, 1)), 60.0) :
+						now + Min(backoff, 60.0) :
 						Max(j->sent_epoch + poll_offset(polls), now + 1.0);
 				}
 				break;

@@ -616,7 +616,8 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 		if (until < timeout_ms)
 			timeout_ms = until;
 	}
-	nevents = WaitEventSetWait(wes, timeout_ms, events, lengthof(events), wait_event_info);
+	/* a negative timeout would wait for ever: never what a caller means */
+	nevents = WaitEventSetWait(wes, Max(timeout_ms, 0), events, lengthof(events), wait_event_info);
 	for (int i = 0; i < nevents; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)

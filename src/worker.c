@@ -875,8 +875,9 @@ p2p_preheat_worker_main(Datum arg)
 
 		if (in_flight > 0)
 		{
-			long		wait_ms = next_claim == 0 ? 0 :
-				Max(0, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
+			/* the clock read once: Max() evaluates its arguments twice */
+			long		until_claim = (long) ((next_claim - GetCurrentTimestamp()) / 1000);
+			long		wait_ms = next_claim == 0 ? 0 : Max(0, until_claim);
 
 			/* answers waiting to be recorded: wake in time to record them */
 			if (unrecorded != NIL)
@@ -927,7 +928,8 @@ p2p_preheat_worker_main(Datum arg)
 			set_state("idle", 0);
 		publish_pace();
 		{
-			long		timeout = Max(1, (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000));
+			long		until_due = (long) ((Min(next_claim, next_purge) - GetCurrentTimestamp()) / 1000);
+			long		timeout = Max(1, until_due);
 			int			rc = WaitLatch(MyLatch,
 									   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 									   timeout, PG_WAIT_EXTENSION);
