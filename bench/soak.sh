@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A long soak of the background worker against a misbehaving Dragonfly: the
 # stand-in fails 5% of POSTs with a 500, drops 2% of requests and slows 1%
-# (--chaos 500=5,drop=2,slow=1), and is restarted every 2 minutes; pushes to
-# Harbor, scheduled policy runs and purges go on throughout.  Then a drain.
+# (--chaos 500=5,drop=2,slow=1), and is restarted every 2 minutes, keeping its
+# jobs in a state file as Dragonfly's manager keeps them in its database (a
+# restart loses only the requests in flight); pushes to Harbor, scheduled
+# policy runs and purges go on throughout.  Then a drain.
 # Reports jobs stuck (open and overdue), the worker's private memory
 # (RssAnon) over time, server log lines per minute, and the share of each
 # final state.
@@ -20,7 +22,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 standin() {
 	stop_standin
 	"$STANDIN" --host 127.0.0.1 --port "$port" --log-file "$dir/standin.log" \
-		--token soak-token --chaos 500=5,drop=2,slow=1 >>"$dir/standin.out" 2>&1 &
+		--state-file "$dir/standin.state" --token soak-token --chaos 500=5,drop=2,slow=1 \
+		>>"$dir/standin.out" 2>&1 &
 	STANDIN_PID=$!
 	for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthy" && return 0; sleep 0.05; done
 	echo "stand-in did not start" >&2

@@ -2,8 +2,9 @@
  * jobs.c
  *		Dragonfly's job API as the tests need it: POST /oapi/v1/jobs with
  *		Dragonfly's validation (422 {"errors": ...}), the fault markers found
- *		in args.url, the job store, and GET /oapi/v1/jobs/<id> whose state
- *		turns final --success-after seconds after creation.
+ *		in args.url, the job store (kept across restarts by state.c with
+ *		--state-file), and GET /oapi/v1/jobs/<id> whose state turns final
+ *		--success-after seconds after creation.
  *
  * Fault markers are plain words in the image URL, so a test chooses the
  * outcome of each job by naming its image (listed in main.c).  Every json-c
@@ -22,11 +23,15 @@
 
 #include "standin.h"
 
-enum { FAULT_NONE, FAULT_FORGET, FAULT_JOBFAIL, FAULT_PARTIAL };
+enum { FAULT_NONE, FAULT_FORGET, FAULT_JOBFAIL, FAULT_PARTIAL, NFAULTS };
+
+/* as --state-file writes them, by the enum above */
+static const char *const fault_names[NFAULTS] = {"none", "forget", "jobfail", "partial"};
 
 typedef struct Job
 {
-	json_object *obj;			/* the Open API job object */
+	json_object *obj;			/* the Open API job object; NULL: lost (a torn
+								 * line of --state-file), answered 404 */
 	char	   *url;
 	int			fault;
 	int64_t		created;		/* mono_ns() */
@@ -34,14 +39,27 @@ typedef struct Job
 	long long	polls;
 } Job;
 
-/* Ids are never reused: after a reset the old ones answer 404. */
+/*
+ * Ids are never reused: after a reset the old ones answer 404.  Job id is
+ * jobs[id - base_id], so next_id == base_id + njobs always.
+ */
 static Job *jobs;
-static size_t njobs, jobs_cap;
+static size_t njobs, jobs_cap, nlost;
 static long long next_id = 1, base_id = 1;
 static json_object *url_posts;	/* args.url -> POSTs seen */
 
 #define JOBFAIL_ERROR "pull manifest: 404 not found"
 #define POST_ROUTE "POST /oapi/v1/jobs"
+
+/* The slot of the next id (caller holds state_lock or is alone). */
+static Job *
+job_slot(void)
+{
+	if (njobs == jobs_cap && (jobs = realloc(jobs, (jobs_cap = jobs_cap ? jobs_cap * 2 : 4096) * sizeof(Job))) == NULL)
+		abort();
+	next_id++;
+	return memset(&jobs[njobs++], 0, sizeof(Job));
+}
 
 /* The number in the first "<prefix><digits><suffix>" of url, or -1. */
 static long long
@@ -411,17 +429,15 @@ post_job_faults(Call *c)
 	pthread_mutex_lock(&state_lock);
 	if (json_object_array_length(clusters) == 0)
 		clusters_default(clusters);
-	if (njobs == jobs_cap && (jobs = realloc(jobs, (jobs_cap = jobs_cap ? jobs_cap * 2 : 4096) * sizeof(Job))) == NULL)
-		abort();
-	id = next_id++;
-	j = &jobs[njobs++];
+	id = next_id;
+	j = job_slot();
 	j->obj = job_new(id, r->jbody, clusters);
 	j->url = strdup(url);
 	j->fault = has(url, "forget") ? FAULT_FORGET : has(url, "jobfail") ? FAULT_JOBFAIL :
 		has(url, "partial") ? FAULT_PARTIAL : FAULT_NONE;
 	j->created = mono_ns();
 	j->slowget_ns = (lim = marker(url, "slowget", "ms")) > 0 ? lim * 1000000 : 0;
-	j->polls = 0;
+	state_save_job(id, j->obj, j->url, fault_names[j->fault], wall_seconds(), j->slowget_ns);
 	json_object_put(clusters);
 	text = json_text(j->obj);
 	pthread_mutex_unlock(&state_lock);
@@ -477,7 +493,7 @@ get_job(Call *c, const char *sid)
 
 		j->polls++;
 		delay = j->slowget_ns;
-		if (j->fault != FAULT_FORGET)
+		if (j->obj != NULL && j->fault != FAULT_FORGET)
 		{
 			refresh(j);
 			text = json_text(j->obj);
@@ -554,7 +570,7 @@ list_jobs(Call *c)
 	{
 		Job		   *j = &jobs[i];
 
-		if (j->fault == FAULT_FORGET)
+		if (j->obj == NULL || j->fault == FAULT_FORGET)
 			continue;
 		refresh(j);
 		if ((type && type[0] && !str_is(field(j->obj, "type"), type)) ||
@@ -598,7 +614,7 @@ list_jobs(Call *c)
 long long
 jobs_count(void)
 {
-	return (long long) njobs;
+	return (long long) (njobs - nlost);
 }
 
 json_object *
@@ -608,8 +624,11 @@ jobs_summary(void)
 
 	for (size_t i = 0; i < njobs; i++)
 	{
-		json_object *o = json_object_new_object(), *n = NULL;
+		json_object *o, *n = NULL;
 
+		if (jobs[i].obj == NULL)
+			continue;
+		o = json_object_new_object();
 		json_object_object_add(o, "id", json_object_get(field(jobs[i].obj, "id")));
 		json_object_object_add(o, "url", json_object_new_string(jobs[i].url));
 		json_object_object_add(o, "state", json_object_get(field(jobs[i].obj, "state")));
@@ -635,8 +654,68 @@ jobs_reset(void)
 		json_object_put(jobs[i].obj);
 		free(jobs[i].url);
 	}
-	njobs = 0;
+	njobs = nlost = 0;
 	base_id = next_id;
 	json_object_put(url_posts);
 	url_posts = NULL;
+	state_save_reset(next_id);
+}
+
+/* --state-file's replay (state.c), before the server starts */
+
+/* Ids below id are taken; those not restored answer 404. */
+static void
+lose_before(long long id)
+{
+	while (next_id < id)
+	{
+		job_slot();
+		nlost++;
+	}
+}
+
+/*
+ * A job line that did not parse: its id (0 = unreadable), or at least the
+ * next one, is taken.
+ */
+void
+jobs_restore_lost(long long id)
+{
+	lose_before((id > next_id ? id : next_id) + 1);
+}
+
+/* Ids from next on; the jobs before are forgotten, as by a reset then. */
+void
+jobs_restore_reset(long long next)
+{
+	if (next > next_id)
+		next_id = next;
+	jobs_reset();
+}
+
+/*
+ * A job as created by an earlier run; its age goes on from its wall-clock
+ * creation.  false (nothing kept) when the id is already taken or the
+ * fault is unknown.
+ */
+bool
+jobs_restore(long long id, json_object *obj, const char *url, const char *fault,
+			 double created, int64_t slowget_ns)
+{
+	double		age = wall_seconds() - created;
+	int			k = 0;
+	Job		   *j;
+
+	while (k < NFAULTS && strcmp(fault, fault_names[k]) != 0)
+		k++;
+	if (id < next_id || k == NFAULTS)
+		return false;
+	lose_before(id);
+	j = job_slot();
+	j->obj = json_object_get(obj);
+	j->url = strdup(url);
+	j->fault = k;
+	j->created = mono_ns() - (int64_t) ((age > 0 ? age : 0) * 1e9);
+	j->slowget_ns = slowget_ns > 0 ? slowget_ns : 0;
+	return true;
 }

@@ -5,7 +5,7 @@
  *		answers like Dragonfly, including the ways Dragonfly fails.
  *
  * Options: --host, --port, --port-file, --token, --inactive-token, --basic,
- * --header, --log-file, --success-after, --delay, --clusters, --cluster,
+ * --header, --log-file, --state-file, --success-after, --delay, --clusters, --cluster,
  * --chaos, --lenient-scope, --verbose.  help_text below explains each, with the
  * routes, the fault markers and the log format (--help prints it).
  */
@@ -43,6 +43,15 @@ static const char help_text[] =
 "  --header NAME:VALUE     request header that authenticates (repeatable)\n"
 "  --log-file FILE         append a JSON line per request that creates or changes\n"
 "                          something (format below)\n"
+"  --state-file FILE       keep the jobs across restarts, as Dragonfly's database does:\n"
+"                          each job created is appended to FILE as one JSON line\n"
+"                          (flushed at once, so kill -9 loses none), and at start the\n"
+"                          jobs in FILE are loaded back: GET, the list and\n"
+"                          /_standin/jobs know them, ids go on after the highest, and\n"
+"                          each job's age (--success-after) runs from its creation by\n"
+"                          the wall clock.  A line that does not parse (torn) is\n"
+"                          skipped with a warning.  Per-url POST counts (flaky500x<N>,\n"
+"                          ratelimit429x<N>), polls and statistics start again at 0.\n"
 "  --success-after SECONDS a job is final when polled this long after creation (default 0)\n"
 "  --delay SECONDS         pause before answering every API request (not /_standin/)\n"
 "  --clusters ID,ID        known scheduler cluster ids; a job naming another gets 429\n"
@@ -112,7 +121,8 @@ static const char help_text[] =
 "control endpoints (no auth, not counted): GET /_standin/stats ({\"posts\",\"gets\",\"jobs\",\n"
 "  \"healthy\",\"notifications\",\"by_status\":{\"<status>\":n}}), GET /_standin/jobs (id, url,\n"
 "  state, polls, posts_for_url of each job), GET /_standin/urls ({url: POSTs}),\n"
-"  POST /_standin/reset (forget jobs and counters; ids go on growing)\n";
+"  POST /_standin/reset (forget jobs and counters; ids go on growing; with\n"
+"  --state-file the forgetting is recorded there too)\n";
 
 Options		opt = {.host = "127.0.0.1", .chaos_slow_ms = 2000};
 
@@ -143,13 +153,14 @@ static void
 parse_args(int argc, char **argv)
 {
 	enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_TOKEN, O_INACTIVE, O_BASIC, O_HEADER,
-	O_LOG_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_CHAOS, O_LENIENT, O_VERBOSE };
+	O_LOG_FILE, O_STATE_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_CHAOS, O_LENIENT, O_VERBOSE };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'}, {"host", required_argument, NULL, O_HOST},
 		{"port", required_argument, NULL, O_PORT}, {"port-file", required_argument, NULL, O_PORT_FILE},
 		{"token", required_argument, NULL, O_TOKEN}, {"inactive-token", required_argument, NULL, O_INACTIVE},
 		{"basic", required_argument, NULL, O_BASIC}, {"header", required_argument, NULL, O_HEADER},
 		{"log-file", required_argument, NULL, O_LOG_FILE},
+		{"state-file", required_argument, NULL, O_STATE_FILE},
 		{"success-after", required_argument, NULL, O_SUCCESS_AFTER},
 		{"delay", required_argument, NULL, O_DELAY}, {"clusters", required_argument, NULL, O_CLUSTERS},
 		{"cluster", required_argument, NULL, O_CLUSTER}, {"chaos", required_argument, NULL, O_CHAOS},
@@ -206,6 +217,9 @@ parse_args(int argc, char **argv)
 				break;
 			case O_LOG_FILE:
 				opt.log_file = optarg;
+				break;
+			case O_STATE_FILE:
+				opt.state_file = optarg;
 				break;
 			case O_SUCCESS_AFTER:
 				opt.success_after = seconds(optarg);
@@ -311,6 +325,8 @@ main(int argc, char **argv)
 
 	parse_args(argc, argv);
 	clusters_init();
+	if (opt.state_file)
+		state_open(opt.state_file);	/* before listening: no 404 for a job it knew */
 
 	/* signals go to sigwait() in server_run(), never to the worker threads */
 	sigemptyset(&sigs);

@@ -3,7 +3,7 @@
  *		What the parts of the Dragonfly stand-in share: the options, the
  *		request being answered, and the calls between server.c (HTTP), jobs.c
  *		(the job API), clusters.c (scheduler clusters), kraken.c (Kraken's
- *		notifications) and main.c (command line).
+ *		notifications), state.c (--state-file) and main.c (command line).
  */
 #ifndef STANDIN_H
 #define STANDIN_H
@@ -47,6 +47,7 @@ typedef struct Options
 	int			port;
 	const char *port_file;
 	const char *log_file;
+	const char *state_file;
 	Token	   *tokens;
 	int			ntokens;
 	const char **basic;			/* "user:pass" */
@@ -142,12 +143,22 @@ long long	jobs_count(void);
 json_object *jobs_summary(void);
 json_object *jobs_urls(void);
 void		jobs_reset(void);
+void		jobs_restore_lost(long long id);
+void		jobs_restore_reset(long long next);
+bool		jobs_restore(long long id, json_object *obj, const char *url, const char *fault,
+						 double created, int64_t slowget_ns);
 
 /* clusters.c (the first three under state_lock) */
 void		clusters_init(void);
 bool		clusters_admit(json_object *ids);
 void		clusters_default(json_object *ids);
 enum MHD_Result cluster_route(Call *c, const char *sid);
+
+/* state.c (the saves under state_lock) */
+void		state_open(const char *path);
+void		state_save_job(long long id, json_object *job, const char *url, const char *fault,
+						   double created, int64_t slowget_ns);
+void		state_save_reset(long long next_id);
 
 /* kraken.c */
 enum MHD_Result kraken_notify(Call *c);
