@@ -12,6 +12,8 @@
 # Usage: bench/peers.sh [jobs]
 #   PG_NET_TARBALL: pg_net's source (default ../shared/reference/pg_net-0.20.4.tar.gz
 #   beside the repository)
+#   PERF_DATA: if set, `perf record -g` the worker process during its phase
+#   into this file (perf report -i FILE --no-children shows where a job's time goes)
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 jobs=${1:-20000}
@@ -115,7 +117,7 @@ DECLARE
 BEGIN
 	LOOP
 		SELECT array_agg(ROW(c.id, 'running', c.attempts + 1, 0, clock_timestamp() + interval '31 s',
-				clock_timestamp(), c.id, 'PENDING', 200, NULL, 0, NULL)::p2p_preheat.job_outcome)
+				clock_timestamp(), c.id, 'PENDING', 200, NULL, 0, NULL, false)::p2p_preheat.job_outcome)
 		  INTO o FROM p2p_preheat._claim(256, interval '300 s') c;
 		COMMIT;
 		EXIT WHEN o IS NULL;
@@ -145,6 +147,13 @@ dispatch_rate=$(rate "$jobs" "$t0" "$t1")
 
 # ---- the background worker --------------------------------------------------
 fill postgres
+perf_pid=
+if [ -n "${PERF_DATA:-}" ]; then
+	wpid=$(psql -qXAt -d postgres -c "SELECT pid FROM p2p_preheat.worker_status()")
+	perf record -g -o "$PERF_DATA" -p "$wpid" >/dev/null 2>&1 &
+	perf_pid=$!
+	sleep 0.5
+fi
 t0=$(now)
 psql -qX -d postgres -c "SELECT p2p_preheat._wake_worker()" >/dev/null
 until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state IN ('queued', 'sending')")" -eq 0 ]; do
@@ -152,6 +161,7 @@ until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE
 done
 t1=$(now)
 worker_rate=$(rate "$jobs" "$t0" "$t1")
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 worker_failed=$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'failed'")
 
 # ---- queueing: preheat_url() against net.http_post() ----------------------
