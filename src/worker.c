@@ -881,7 +881,12 @@ p2p_preheat_worker_main(Datum arg)
 
 		if (in_flight > 0)
 		{
-			long		wait_ms = next_claim == 0 ? 0 :
+			/*
+			 * Claim again at once only if there is room: with as many jobs
+			 * claimed as may be, a wait of 0 would spin until answers come.
+			 */
+			bool		room = in_flight < http_max_in_flight * CLAIM_AHEAD;
+			long		wait_ms = !room ? 1000 : next_claim == 0 ? 0 :
 				Max(0, (long) ((next_claim - GetCurrentTimestamp()) / 1000));
 
 			/* answers waiting to be recorded: wake in time to record them */
