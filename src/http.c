@@ -92,6 +92,13 @@ static CURL *pool[POOL_MAX];
 static int	pool_len = 0;
 static int	easy_handles = 0;	/* alive, pooled or in flight: see http_easy_handles() */
 
+/*
+ * Headers shared by every request, never freed; a request with an
+ * Authorization header puts one node of its own in front (req->headers).
+ */
+static struct curl_slist *get_headers = NULL;
+static struct curl_slist *post_headers = NULL;
+
 static int
 on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -424,6 +431,18 @@ engine_init(void)
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		elog(ERROR, "could not create epoll set: %m");
+	/* the headers every request sends; "Expect:": no 100-continue round trip */
+	if (get_headers == NULL)
+	{
+		get_headers = curl_slist_append(curl_slist_append(NULL, "Accept: application/json"),
+										"Expect:");
+		post_headers = curl_slist_append(curl_slist_append(curl_slist_append(NULL,
+																			 "Accept: application/json"),
+														   "Content-Type: application/json"),
+										 "Expect:");
+		if (get_headers == NULL || post_headers == NULL)
+			elog(ERROR, "out of memory");
+	}
 	multi = curl_multi_init();
 	if (multi == NULL)
 	{
@@ -472,9 +491,9 @@ release_request(HttpRequest *req)
 	if (req->headers)
 	{
 		/* the Authorization value lives here: wipe it before free */
-		for (struct curl_slist *h = req->headers; h; h = h->next)
-			explicit_bzero(h->data, strlen(h->data));
-		curl_slist_free_all(req->headers);
+		explicit_bzero(req->headers->data, strlen(req->headers->data));
+		free(req->headers->data);
+		free(req->headers);
 		req->headers = NULL;
 	}
 	free(req->buf);
@@ -488,6 +507,7 @@ void
 http_start(HttpRequest *req)
 {
 	CURL	   *e;
+	struct curl_slist *headers;
 
 	engine_init();
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
@@ -509,21 +529,40 @@ http_start(HttpRequest *req)
 	req->too_large = req->over_budget = false;
 	req->buf = NULL;
 	req->buf_len = req->buf_cap = req->buf_held = 0;
-	req->headers = curl_slist_append(NULL, "Accept: application/json");
+	headers = get_headers;
 	if (strcmp(req->method, "POST") == 0)
 	{
-		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+		headers = post_headers;
 		/* not copied: the caller keeps (and wipes) it until the transfer ends */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 	}
+	req->headers = NULL;
 	if (req->auth_header)
-		req->headers = curl_slist_append(req->headers, req->auth_header);
-	/* no "Expect: 100-continue" round trip */
-	req->headers = curl_slist_append(req->headers, "Expect:");
+	{
+		/* this request's own header, in front of the shared ones */
+		req->headers = malloc(sizeof(struct curl_slist));
+		if (req->headers)
+		{
+			req->headers->data = strdup(req->auth_header);
+			if (req->headers->data == NULL)
+			{
+				free(req->headers);
+				req->headers = NULL;
+			}
+		}
+		if (req->headers == NULL)
+		{
+			pool[pool_len++] = e;
+			req->easy = NULL;
+			elog(ERROR, "out of memory");
+		}
+		req->headers->next = headers;
+		headers = req->headers;
+	}
 
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

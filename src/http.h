@@ -43,7 +43,7 @@ typedef struct HttpRequest
 
 	/* private */
 	CURL	   *easy;
-	struct curl_slist *headers;
+	struct curl_slist *headers;	/* its own header node (malloc'd), or NULL */
 	char	   *buf;			/* malloc'd while libcurl writes into it */
 	size_t		buf_len;
 	size_t		buf_cap;
