@@ -553,6 +553,7 @@ http_start(HttpRequest *req)
 		}
 		if (req->headers == NULL)
 		{
+			curl_easy_reset(e);	/* nothing of this request may stay set */
 			pool[pool_len++] = e;
 			req->easy = NULL;
 			elog(ERROR, "out of memory");
