@@ -763,6 +763,17 @@ http_easy_handles(void)
 	return easy_handles;
 }
 
+/* Pooled handles go back to libcurl (an idle process keeps none). */
+void
+http_trim_pool(void)
+{
+	while (pool_len > 0)
+	{
+		curl_easy_cleanup(pool[--pool_len]);
+		easy_handles--;
+	}
+}
+
 /* Every pooled handle, and the pool's connections, go back to libcurl. */
 void
 http_shutdown(void)

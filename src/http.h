@@ -87,6 +87,9 @@ extern void http_abort_all(void);
 /* libcurl easy handles alive in this process, in flight or pooled. */
 extern int	http_easy_handles(void);
 
+/* Free the pooled handles (when going idle). */
+extern void http_trim_pool(void);
+
 /* At exit: stop transfers, free pooled handles and the multi handle. */
 extern void http_shutdown(void);
 

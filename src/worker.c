@@ -917,6 +917,7 @@ p2p_preheat_worker_main(Datum arg)
 		/* idle: sleep until woken or the next due job; no queries meanwhile */
 		if (was_busy)
 		{
+			http_trim_pool();
 #ifdef __GLIBC__
 			/* give a burst's freed batches back to the OS, not just to malloc */
 			malloc_trim(0);
