@@ -12,6 +12,8 @@
 # Usage: bench/peers.sh [jobs]
 #   PG_NET_TARBALL: pg_net's source (default ../shared/reference/pg_net-0.20.4.tar.gz
 #   beside the repository)
+#   PERF_DATA: if set, `perf record -g` the worker process during its phase
+#   into this file (perf report -i FILE --no-children shows where a job's time goes)
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 jobs=${1:-20000}
@@ -115,7 +117,7 @@ DECLARE
 BEGIN
 	LOOP
 		SELECT array_agg(ROW(c.id, 'running', c.attempts + 1, 0, clock_timestamp() + interval '31 s',
-				clock_timestamp(), c.id, 'PENDING', 200, NULL, 0, NULL)::p2p_preheat.job_outcome)
+				clock_timestamp(), c.id, 'PENDING', 200, NULL, 0, NULL, false)::p2p_preheat.job_outcome)
 		  INTO o FROM p2p_preheat._claim(256, interval '300 s') c;
 		COMMIT;
 		EXIT WHEN o IS NULL;
@@ -145,13 +147,27 @@ dispatch_rate=$(rate "$jobs" "$t0" "$t1")
 
 # ---- the background worker --------------------------------------------------
 fill postgres
+perf_pid=
+wpid=$(psql -qXAt -d postgres -c "SELECT pid FROM p2p_preheat.worker_status()")
+# the worker's CPU time (user + system, in clock ticks): a figure others' load on the machine does not move
+cpu_ticks() { sed 's/.*) //' "/proc/$wpid/stat" | awk '{ print $12 + $13 }'; }
+if [ -n "${PERF_DATA:-}" ]; then
+	perf record -g -o "$PERF_DATA" -p "$wpid" >/dev/null 2>&1 &
+	perf_pid=$!
+	sleep 0.5
+fi
+cpu0=$(cpu_ticks)
 t0=$(now)
 psql -qX -d postgres -c "SELECT p2p_preheat._wake_worker()" >/dev/null
 until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state IN ('queued', 'sending')")" -eq 0 ]; do
 	sleep 0.02
 done
 t1=$(now)
+cpu1=$(cpu_ticks)
 worker_rate=$(rate "$jobs" "$t0" "$t1")
+worker_cpu_us=$(awk -v n="$jobs" -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 worker_failed=$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'failed'")
 
 # ---- queueing: preheat_url() against net.http_post() ----------------------
@@ -167,7 +183,7 @@ q_pgnet=$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a)
 q_preheat=$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
 
 awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" -v d="$dispatch_rate" \
-	-v w="$worker_rate" -v wf="$worker_failed" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
+	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
 	low = ngx < db ? ngx : db
 	printf "%d jobs, one nginx on loopback answering 200 with a Dragonfly job\n", n
 	printf "  nginx ceiling (wrk, 64 connections):      %8.0f req/s\n", ngx
@@ -175,6 +191,7 @@ awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" 
 	printf "  pg_net 0.20.4 (net.http_post, worker):    %8.0f req/s\n", net
 	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s\n", d
 	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed)\n", w, wf
+	printf "  worker CPU time per job:                  %8.1f us (%.0f jobs/s if it had a core of its own)\n", wc, 1e6 / wc
 	printf "  worker / lower ceiling (%.0f):            %8.2f (target >= 0.5, stretch 0.75)\n", low, w / low
 	printf "  worker / preheat_dispatch():              %8.2f (target >= 1)\n", w / d
 	printf "  worker / pg_net:                          %8.1f\n", w / net

@@ -51,8 +51,11 @@ CREATE TABLE p2p_preheat.job (
 	updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 -- room on each page, so that a claim's lease (no indexed column changes)
--- is a HOT update that touches no index
-WITH (fillfactor = 80);
+-- is a HOT update that touches no index: a claim writes every row of a
+-- page it takes, so a page needs room for a new version of each (with 80,
+-- three claims in four moved their row to another page and wrote every
+-- index, and the table grew)
+WITH (fillfactor = 50);
 
 COMMENT ON TABLE p2p_preheat.job IS
 'Preheat jobs: queued, sending (claimed), running (accepted by Dragonfly, being followed), then succeeded, failed or canceled';

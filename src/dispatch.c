@@ -221,16 +221,15 @@ colno(TupleDesc desc, const char *name)
 }
 
 static char *
-col_text(HeapTuple t, TupleDesc d, const char *name)
+col_text(HeapTuple t, TupleDesc d, int n)
 {
-	return SPI_getvalue(t, d, colno(d, name));
+	return SPI_getvalue(t, d, n);
 }
 
 static int64
-col_int(HeapTuple t, TupleDesc d, const char *name)
+col_int(HeapTuple t, TupleDesc d, int n)
 {
 	bool		isnull;
-	int			n = colno(d, name);
 	Datum		v = SPI_getbinval(t, d, n, &isnull);
 
 	if (isnull)
@@ -362,33 +361,50 @@ dispatch_claim(int max_jobs, bool lease)
 		elog(ERROR, "could not claim preheat jobs");
 
 	MemoryContextSwitchTo(caller);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	if (SPI_processed > 0)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	d = SPI_tuptable->tupdesc;
-		DispatchJob *j = palloc0(sizeof(DispatchJob));
-		bool		isnull;
-		Datum		attrs = SPI_getbinval(t, d, colno(d, "attrs"), &isnull);
-		Datum		sent;
+		int			c_id = colno(d, "id"),
+					c_state = colno(d, "state"),
+					c_url = colno(d, "url"),
+					c_attrs = colno(d, "attrs"),
+					c_instance = colno(d, "instance_id"),
+					c_policy = colno(d, "policy_id"),
+					c_df_id = colno(d, "dragonfly_job_id"),
+					c_attempts = colno(d, "attempts"),
+					c_polls = colno(d, "polls"),
+					c_sent = colno(d, "sent_at"),
+					c_created = colno(d, "created_at"),
+					c_maybe_sent = colno(d, "maybe_sent"),
+					c_headers = colno(d, "headers");
 
-		j->id = col_int(t, d, "id");
-		j->state = job_state_from_name(col_text(t, d, "state"));
-		j->is_poll = j->state == JOB_RUNNING;
-		j->url = col_text(t, d, "url");
-		j->attrs = isnull ? NULL : DatumGetJsonbPCopy(attrs);
-		j->instance_id = (int) col_int(t, d, "instance_id");
-		j->policy_id = (int) col_int(t, d, "policy_id");
-		j->df_id = col_int(t, d, "dragonfly_job_id");
-		j->attempts = (int) col_int(t, d, "attempts");
-		j->polls = (int) col_int(t, d, "polls");
-		sent = SPI_getbinval(t, d, colno(d, "sent_at"), &isnull);
-		j->sent_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(sent));
-		sent = SPI_getbinval(t, d, colno(d, "created_at"), &isnull);
-		j->created_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(sent));
-		j->maybe_sent = col_text(t, d, "maybe_sent") != NULL &&
-			strcmp(col_text(t, d, "maybe_sent"), "t") == 0;
-		j->headers = col_text(t, d, "headers");
-		jobs = lappend(jobs, j);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			DispatchJob *j = palloc0(sizeof(DispatchJob));
+			bool		isnull;
+			Datum		attrs = SPI_getbinval(t, d, c_attrs, &isnull);
+			Datum		v;
+
+			j->id = col_int(t, d, c_id);
+			j->state = job_state_from_name(col_text(t, d, c_state));
+			j->is_poll = j->state == JOB_RUNNING;
+			j->url = col_text(t, d, c_url);
+			j->attrs = isnull ? NULL : DatumGetJsonbPCopy(attrs);
+			j->instance_id = (int) col_int(t, d, c_instance);
+			j->policy_id = (int) col_int(t, d, c_policy);
+			j->df_id = col_int(t, d, c_df_id);
+			j->attempts = (int) col_int(t, d, c_attempts);
+			j->polls = (int) col_int(t, d, c_polls);
+			v = SPI_getbinval(t, d, c_sent, &isnull);
+			j->sent_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(v));
+			v = SPI_getbinval(t, d, c_created, &isnull);
+			j->created_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(v));
+			v = SPI_getbinval(t, d, c_maybe_sent, &isnull);
+			j->maybe_sent = !isnull && DatumGetBool(v);
+			j->headers = col_text(t, d, c_headers);
+			jobs = lappend(jobs, j);
+		}
 	}
 	if (jobs != NIL)
 	{

@@ -13,6 +13,12 @@
  * counted until the memory context they went to is reset or deleted, which
  * a reset callback on that context reports back.
  *
+ * Easy handles are kept in a small pool and reset between transfers
+ * (curl_easy_reset keeps nothing of a request's options): creating and
+ * destroying one per request cost more than the request itself on
+ * loopback.  Connections live in the multi handle either way.  A POST body
+ * is the caller's, not a copy: it stays where the caller can wipe it.
+ *
  * Where a transfer may go is guarded at connect time, after DNS, so a name
  * cannot be rebound to a forbidden address; proxies from the environment
  * are never used, only p2p_preheat.proxy.
@@ -79,6 +85,19 @@ static TimestampTz timer_deadline = 0;	/* 0: no libcurl timer */
 static int	in_flight = 0;
 static HttpRequest *in_flight_list = NULL;
 static bool latch_fired = false;
+
+/* Easy handles between transfers; at most POOL_MAX, and max_in_flight. */
+#define POOL_MAX 256
+static CURL *pool[POOL_MAX];
+static int	pool_len = 0;
+static int	easy_handles = 0;	/* alive, pooled or in flight: see http_easy_handles() */
+
+/*
+ * Headers shared by every request, never freed; a request with an
+ * Authorization header puts one node of its own in front (req->headers).
+ */
+static struct curl_slist *get_headers = NULL;
+static struct curl_slist *post_headers = NULL;
 
 static int
 on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -412,6 +431,18 @@ engine_init(void)
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		elog(ERROR, "could not create epoll set: %m");
+	/* the headers every request sends; "Expect:": no 100-continue round trip */
+	if (get_headers == NULL)
+	{
+		get_headers = curl_slist_append(curl_slist_append(NULL, "Accept: application/json"),
+										"Expect:");
+		post_headers = curl_slist_append(curl_slist_append(curl_slist_append(NULL,
+																			 "Accept: application/json"),
+														   "Content-Type: application/json"),
+										 "Expect:");
+		if (get_headers == NULL || post_headers == NULL)
+			elog(ERROR, "out of memory");
+	}
 	multi = curl_multi_init();
 	if (multi == NULL)
 	{
@@ -436,7 +467,17 @@ release_request(HttpRequest *req)
 	if (req->easy)
 	{
 		curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
+		if (pool_len < Min(http_max_in_flight, POOL_MAX))
+		{
+			/* drop this request's options now: headers and body go below */
+			curl_easy_reset(req->easy);
+			pool[pool_len++] = req->easy;
+		}
+		else
+		{
+			curl_easy_cleanup(req->easy);
+			easy_handles--;
+		}
 		req->easy = NULL;
 		in_flight--;
 		if (req->prev)
@@ -450,9 +491,9 @@ release_request(HttpRequest *req)
 	if (req->headers)
 	{
 		/* the Authorization value lives here: wipe it before free */
-		for (struct curl_slist *h = req->headers; h; h = h->next)
-			explicit_bzero(h->data, strlen(h->data));
-		curl_slist_free_all(req->headers);
+		explicit_bzero(req->headers->data, strlen(req->headers->data));
+		free(req->headers->data);
+		free(req->headers);
 		req->headers = NULL;
 	}
 	free(req->buf);
@@ -466,12 +507,19 @@ void
 http_start(HttpRequest *req)
 {
 	CURL	   *e;
+	struct curl_slist *headers;
 
 	engine_init();
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
-	e = curl_easy_init();
-	if (e == NULL)
-		elog(ERROR, "could not create a libcurl handle");
+	if (pool_len > 0)
+		e = pool[--pool_len];
+	else
+	{
+		e = curl_easy_init();
+		if (e == NULL)
+			elog(ERROR, "could not create a libcurl handle");
+		easy_handles++;
+	}
 	req->easy = e;
 	req->done = false;
 	if (req->cxt == NULL)
@@ -481,19 +529,41 @@ http_start(HttpRequest *req)
 	req->too_large = req->over_budget = false;
 	req->buf = NULL;
 	req->buf_len = req->buf_cap = req->buf_held = 0;
-	req->headers = curl_slist_append(NULL, "Accept: application/json");
+	headers = get_headers;
 	if (strcmp(req->method, "POST") == 0)
 	{
-		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
-		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body);
+		headers = post_headers;
+		/* not copied: the caller keeps (and wipes) it until the transfer ends */
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 	}
+	req->headers = NULL;
 	if (req->auth_header)
-		req->headers = curl_slist_append(req->headers, req->auth_header);
-	/* no "Expect: 100-continue" round trip */
-	req->headers = curl_slist_append(req->headers, "Expect:");
+	{
+		/* this request's own header, in front of the shared ones */
+		req->headers = malloc(sizeof(struct curl_slist));
+		if (req->headers)
+		{
+			req->headers->data = strdup(req->auth_header);
+			if (req->headers->data == NULL)
+			{
+				free(req->headers);
+				req->headers = NULL;
+			}
+		}
+		if (req->headers == NULL)
+		{
+			curl_easy_reset(e);	/* nothing of this request may stay set */
+			pool[pool_len++] = e;
+			req->easy = NULL;
+			elog(ERROR, "out of memory");
+		}
+		req->headers->next = headers;
+		headers = req->headers;
+	}
 
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -523,6 +593,7 @@ http_start(HttpRequest *req)
 	if (curl_multi_add_handle(multi, e) != CURLM_OK)
 	{
 		curl_easy_cleanup(e);
+		easy_handles--;
 		req->easy = NULL;
 		elog(ERROR, "could not start an HTTP transfer");
 	}
@@ -684,6 +755,43 @@ http_abort_all(void)
 
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 			;
+	}
+}
+
+int
+http_easy_handles(void)
+{
+	return easy_handles;
+}
+
+/* Pooled handles go back to libcurl (an idle process keeps none). */
+void
+http_trim_pool(void)
+{
+	while (pool_len > 0)
+	{
+		curl_easy_cleanup(pool[--pool_len]);
+		easy_handles--;
+	}
+}
+
+/* Every pooled handle, and the pool's connections, go back to libcurl. */
+void
+http_shutdown(void)
+{
+	http_abort_all();
+	while (pool_len > 0)
+	{
+		curl_easy_cleanup(pool[--pool_len]);
+		easy_handles--;
+	}
+	/* every handle made is either in flight or pooled: none may be left */
+	if (easy_handles != 0)
+		elog(LOG, "p2p_preheat: %d libcurl handles were not returned", easy_handles);
+	if (multi)
+	{
+		curl_multi_cleanup(multi);
+		multi = NULL;
 	}
 }
 

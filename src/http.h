@@ -25,7 +25,7 @@ typedef struct HttpRequest
 	/* set by the caller before http_start() */
 	const char *url;
 	const char *method;			/* "GET" or "POST" */
-	const char *body;			/* POST body, copied by libcurl */
+	const char *body;			/* POST body; not copied: keep it until done */
 	const char *auth_header;	/* "Name: value", may be NULL; copied */
 	bool		insecure;		/* skip TLS verification */
 	void	   *arg;			/* the caller's */
@@ -43,7 +43,7 @@ typedef struct HttpRequest
 
 	/* private */
 	CURL	   *easy;
-	struct curl_slist *headers;
+	struct curl_slist *headers;	/* its own header node (malloc'd), or NULL */
 	char	   *buf;			/* malloc'd while libcurl writes into it */
 	size_t		buf_len;
 	size_t		buf_cap;
@@ -83,6 +83,15 @@ extern bool http_latch_fired(void);
 
 /* Stop every transfer in flight (after an error, or on shutdown). */
 extern void http_abort_all(void);
+
+/* libcurl easy handles alive in this process, in flight or pooled. */
+extern int	http_easy_handles(void);
+
+/* Free the pooled handles (when going idle). */
+extern void http_trim_pool(void);
+
+/* At exit: stop transfers, free pooled handles and the multi handle. */
+extern void http_shutdown(void);
 
 /* A short, secret-free description of a transport failure. */
 extern const char *http_error_text(const HttpRequest *req);

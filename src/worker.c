@@ -440,8 +440,14 @@ typedef struct Batch
  * A group is recorded in the same transaction as the next claim, so a
  * steady stream costs one transaction per group, not two.
  */
-#define RECORD_BATCH	64
+#define RECORD_BATCH	256
 #define RECORD_WAIT_MS	20
+
+/*
+ * Jobs claimed and not yet recorded: CLAIM_AHEAD times max_in_flight, so
+ * that transfers keep going while a group of answers waits for its turn.
+ */
+#define CLAIM_AHEAD		8
 
 typedef struct ClaimArgs
 {
@@ -770,7 +776,7 @@ p2p_preheat_worker_main(Datum arg)
 			 TimestampDifferenceExceeds(unrecorded_since, now, RECORD_WAIT_MS) ||
 			 ShutdownRequestPending);
 		/* claim when woken, when something is due, or on the safety-net timer */
-		claim_now = (now >= next_claim || record_now) && in_flight < http_max_in_flight * 4;
+		claim_now = (now >= next_claim || record_now) && in_flight < http_max_in_flight * CLAIM_AHEAD;
 		if (claim_now || record_now)
 		{
 			ClaimArgs	ca = {0};
@@ -780,7 +786,7 @@ p2p_preheat_worker_main(Datum arg)
 
 			b->cxt = AllocSetContextCreate(worker_cxt, "p2p_preheat batch",
 										   ALLOCSET_DEFAULT_SIZES);
-			ca.max = claim_now ? Min(worker_batch, http_max_in_flight * 4 - in_flight) : 0;
+			ca.max = claim_now ? Min(worker_batch, http_max_in_flight * CLAIM_AHEAD - in_flight) : 0;
 			ca.cxt = b->cxt;
 			ca.next_due = -1;
 			ca.record = record_now ? unrecorded : NIL;
@@ -875,9 +881,14 @@ p2p_preheat_worker_main(Datum arg)
 
 		if (in_flight > 0)
 		{
-			/* the clock read once: Max() evaluates its arguments twice */
+			/*
+			 * Claim again at once only if there is room: with as many jobs
+			 * claimed as may be, a wait of 0 would spin until answers come.
+			 * The clock is read once: Max() evaluates its arguments twice.
+			 */
+			bool		room = in_flight < http_max_in_flight * CLAIM_AHEAD;
 			long		until_claim = (long) ((next_claim - GetCurrentTimestamp()) / 1000);
-			long		wait_ms = next_claim == 0 ? 0 : Max(0, until_claim);
+			long		wait_ms = !room ? 1000 : next_claim == 0 ? 0 : Max(0, until_claim);
 
 			/* answers waiting to be recorded: wake in time to record them */
 			if (unrecorded != NIL)
@@ -907,6 +918,7 @@ p2p_preheat_worker_main(Datum arg)
 		/* idle: sleep until woken or the next due job; no queries meanwhile */
 		if (was_busy)
 		{
+			http_trim_pool();
 #ifdef __GLIBC__
 			/* give a burst's freed batches back to the OS, not just to malloc */
 			malloc_trim(0);
@@ -974,6 +986,7 @@ p2p_preheat_worker_main(Datum arg)
 							   "the next worker takes them up as soon as it starts.",
 							   list_length(unrecorded), last_error) : 0));
 	}
+	http_shutdown();
 	/* non-zero: restarted unless the server itself is stopping */
 	proc_exit(1);
 }

@@ -85,7 +85,7 @@ $node->restart;
 my ($rc, $out, $err) = $node->psql('registry', $blocks[2]{body}, on_error_stop => 1);
 is($rc, 0, 'step 4 runs as written') or diag($err);
 unlike($err, qr/NOTICE|WARNING|ERROR/, 'with the preload in place, CREATE EXTENSION has nothing to warn about');
-like($out, qr/^\d+\|(idle|claiming|dispatching)$/m, 'worker_status() shows the worker running, with its pid');
+like($out, qr/^\d+\|(idle|claiming|recording|dispatching|purging)$/m, 'worker_status() shows the worker running, with its pid');
 is($node->safe_psql('registry', "SELECT schedule || ' ' || command FROM cron.job"),
 	q{0 2 * * * SELECT p2p_preheat.run_policy(2, 'scheduled')}, 'the scheduled policy has its pg_cron job');
 is($node->safe_psql('registry', q{SELECT pg_has_role('harbor', 'p2p_preheat_user', 'MEMBER')}),
