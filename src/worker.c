@@ -255,8 +255,7 @@ publish_pace(void)
 		return;
 	last = now;
 	initStringInfo(&buf);
-	pacing_describe(&buf, (double) now / USECS_PER_SEC +
-					((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	pacing_describe(&buf, pacing_epoch(now));
 	SpinLockAcquire(&shared->mutex);
 	if (buf.len < sizeof(shared->pace))
 		memcpy(shared->pace, buf.data, buf.len + 1);
