@@ -787,11 +787,7 @@ void
 http_shutdown(void)
 {
 	http_abort_all();
-	while (pool_len > 0)
-	{
-		curl_easy_cleanup(pool[--pool_len]);
-		easy_handles--;
-	}
+	http_trim_pool();
 	/* every handle made is either in flight or pooled: none may be left */
 	if (easy_handles != 0)
 		elog(LOG, "p2p_preheat: %d libcurl handles were not returned", easy_handles);
