@@ -541,6 +541,15 @@ forget_secrets(DispatchJob *j)
 /* Answers to other requests that arrived while a lookup waited: the pump's. */
 static List *stash = NIL;
 
+/* After an error: every transfer stopped, and with it every stashed answer. */
+void
+dispatch_abort(void)
+{
+	http_abort_all();
+	list_free(stash);
+	stash = NIL;
+}
+
 static void
 wait_for(HttpRequest *req)
 {
@@ -707,8 +716,7 @@ reconcile(List *pending)
 	}
 	PG_CATCH();
 	{
-		http_abort_all();
-		stash = NIL;
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -889,8 +897,7 @@ dispatch_run(List *jobs)
 	PG_CATCH();
 	{
 		/* query cancel or an ERROR: no libcurl handle may outlive it */
-		http_abort_all();
-		stash = NIL;
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

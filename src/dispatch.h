@@ -78,9 +78,12 @@ extern void dispatch_prepare(List *jobs);
  * flight (job creations when their clusters' pace allows), wait up to
  * timeout_ms or the next reserved turn, and return the jobs whose answer is
  * in, or that go back to the queue for a later turn, or that fail at once.
- * Callers catch errors and call http_abort_all().
+ * Callers catch errors and call dispatch_abort().
  */
 extern List *dispatch_pump(DispatchQueue *q, long timeout_ms);
+
+/* After an error in prepare or pump: stop every transfer, drop stashed answers. */
+extern void dispatch_abort(void);
 
 /* prepare + pump until every job has its answer. */
 extern void dispatch_run(List *jobs);

@@ -579,7 +579,7 @@ pump_all(List *batches, long wait_ms)
 	}
 	PG_CATCH();
 	{
-		http_abort_all();
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
