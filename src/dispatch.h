@@ -70,7 +70,12 @@ typedef struct DispatchQueue
 	int			next;
 } DispatchQueue;
 
-/* Build each job's request; no transaction needed from here on. */
+/*
+ * Build each job's request; no transaction needed from here on.  Does HTTP
+ * itself: a job whose earlier POST may have reached Dragonfly is looked for
+ * in Dragonfly's job list first.  The worker calls it outside any
+ * transaction; preheat_dispatch() inside the caller's, like all its HTTP.
+ */
 extern void dispatch_prepare(List *jobs);
 
 /*
