@@ -534,10 +534,7 @@ purge_fn(void *p)
 		return true;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* purge() arrived in 1.5: an older installed version has none */
-	if (SPI_execute("SELECT 1 WHERE to_regprocedure('p2p_preheat.purge(integer)') IS NOT NULL",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT p2p_preheat.purge(1000)", false, 1) == SPI_OK_SELECT &&
+	if (SPI_execute("SELECT p2p_preheat.purge(1000)", false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		isnull;
