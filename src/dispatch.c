@@ -176,8 +176,7 @@ poll_offset(int k)
 static double
 now_epoch(void)
 {
-	return (double) GetCurrentTimestamp() / USECS_PER_SEC +
-		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+	return pacing_epoch(GetCurrentTimestamp());
 }
 
 /* Exponential back-off with jitter: half to all of base * 2^(attempt-1). */
@@ -235,13 +234,6 @@ col_int(HeapTuple t, TupleDesc d, int n)
 	if (isnull)
 		return 0;
 	return SPI_gettypeid(d, n) == INT4OID ? DatumGetInt32(v) : DatumGetInt64(v);
-}
-
-static double
-timestamptz_epoch(TimestampTz t)
-{
-	return (double) t / USECS_PER_SEC +
-		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
 }
 
 static TimestampTz
@@ -397,9 +389,9 @@ dispatch_claim(int max_jobs, bool lease)
 			j->attempts = (int) col_int(t, d, c_attempts);
 			j->polls = (int) col_int(t, d, c_polls);
 			v = SPI_getbinval(t, d, c_sent, &isnull);
-			j->sent_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(v));
+			j->sent_epoch = isnull ? 0 : pacing_epoch(DatumGetTimestampTz(v));
 			v = SPI_getbinval(t, d, c_created, &isnull);
-			j->created_epoch = isnull ? 0 : timestamptz_epoch(DatumGetTimestampTz(v));
+			j->created_epoch = isnull ? 0 : pacing_epoch(DatumGetTimestampTz(v));
 			v = SPI_getbinval(t, d, c_maybe_sent, &isnull);
 			j->maybe_sent = !isnull && DatumGetBool(v);
 			j->headers = col_text(t, d, c_headers);
@@ -548,6 +540,15 @@ forget_secrets(DispatchJob *j)
 
 /* Answers to other requests that arrived while a lookup waited: the pump's. */
 static List *stash = NIL;
+
+/* After an error: every transfer stopped, and with it every stashed answer. */
+void
+dispatch_abort(void)
+{
+	http_abort_all();
+	list_free(stash);
+	stash = NIL;
+}
 
 static void
 wait_for(HttpRequest *req)
@@ -715,8 +716,7 @@ reconcile(List *pending)
 	}
 	PG_CATCH();
 	{
-		http_abort_all();
-		stash = NIL;
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -897,8 +897,7 @@ dispatch_run(List *jobs)
 	PG_CATCH();
 	{
 		/* query cancel or an ERROR: no libcurl handle may outlive it */
-		http_abort_all();
-		stash = NIL;
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

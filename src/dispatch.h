@@ -70,7 +70,12 @@ typedef struct DispatchQueue
 	int			next;
 } DispatchQueue;
 
-/* Build each job's request; no transaction needed from here on. */
+/*
+ * Build each job's request; no transaction needed from here on.  Does HTTP
+ * itself: a job whose earlier POST may have reached Dragonfly is looked for
+ * in Dragonfly's job list first.  The worker calls it outside any
+ * transaction; preheat_dispatch() inside the caller's, like all its HTTP.
+ */
 extern void dispatch_prepare(List *jobs);
 
 /*
@@ -78,9 +83,12 @@ extern void dispatch_prepare(List *jobs);
  * flight (job creations when their clusters' pace allows), wait up to
  * timeout_ms or the next reserved turn, and return the jobs whose answer is
  * in, or that go back to the queue for a later turn, or that fail at once.
- * Callers catch errors and call http_abort_all().
+ * Callers catch errors and call dispatch_abort().
  */
 extern List *dispatch_pump(DispatchQueue *q, long timeout_ms);
+
+/* After an error in prepare or pump: stop every transfer, drop stashed answers. */
+extern void dispatch_abort(void);
 
 /* prepare + pump until every job has its answer. */
 extern void dispatch_run(List *jobs);

@@ -1,8 +1,10 @@
 /*
- * queue_sql.c
+ * dispatch_sql.c
  *		preheat_dispatch(): the dispatch engine as a SQL function, for Harbor
- *		and pg_cron.  Claim, HTTP and record all run in the caller's
- *		transaction; row locks keep concurrent callers apart.
+ *		and pg_cron.  Claim, HTTP (the lookups of maybe-sent jobs too) and
+ *		record all run in the caller's transaction, which holds the claimed
+ *		rows' locks meanwhile; row locks keep concurrent callers apart.  The
+ *		background worker keeps HTTP outside transactions.
  */
 #include "postgres.h"
 

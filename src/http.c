@@ -461,6 +461,19 @@ engine_init(void)
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, epfd, NULL, NULL);
 }
 
+/* A request's own header node holds the Authorization value: wiped, then freed. */
+static void
+free_own_header(HttpRequest *req)
+{
+	if (req->headers)
+	{
+		explicit_bzero(req->headers->data, strlen(req->headers->data));
+		free(req->headers->data);
+		free(req->headers);
+		req->headers = NULL;
+	}
+}
+
 static void
 release_request(HttpRequest *req)
 {
@@ -488,14 +501,7 @@ release_request(HttpRequest *req)
 			req->next->prev = req->prev;
 		req->prev = req->next = NULL;
 	}
-	if (req->headers)
-	{
-		/* the Authorization value lives here: wipe it before free */
-		explicit_bzero(req->headers->data, strlen(req->headers->data));
-		free(req->headers->data);
-		free(req->headers);
-		req->headers = NULL;
-	}
+	free_own_header(req);
 	free(req->buf);
 	req->buf = NULL;
 	held_bytes -= Min(req->buf_held, held_bytes);
@@ -595,6 +601,7 @@ http_start(HttpRequest *req)
 		curl_easy_cleanup(e);
 		easy_handles--;
 		req->easy = NULL;
+		free_own_header(req);
 		elog(ERROR, "could not start an HTTP transfer");
 	}
 	in_flight++;
@@ -780,11 +787,7 @@ void
 http_shutdown(void)
 {
 	http_abort_all();
-	while (pool_len > 0)
-	{
-		curl_easy_cleanup(pool[--pool_len]);
-		easy_handles--;
-	}
+	http_trim_pool();
 	/* every handle made is either in flight or pooled: none may be left */
 	if (easy_handles != 0)
 		elog(LOG, "p2p_preheat: %d libcurl handles were not returned", easy_handles);

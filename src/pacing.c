@@ -103,8 +103,7 @@ static MemoryContext pace_cxt = NULL;
 static double
 now_epoch(void)
 {
-	return (double) GetCurrentTimestamp() / USECS_PER_SEC +
-		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+	return pacing_epoch(GetCurrentTimestamp());
 }
 
 static PaceEntry *

@@ -13,6 +13,7 @@
 #ifndef P2P_PREHEAT_PACING_H
 #define P2P_PREHEAT_PACING_H
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
@@ -37,6 +38,14 @@ typedef struct PaceTarget
 	const int64 *clusters;
 	int			nclusters;
 } PaceTarget;
+
+/* A timestamp as Unix epoch seconds: the clock of every time given here. */
+static inline double
+pacing_epoch(TimestampTz t)
+{
+	return (double) t / USECS_PER_SEC +
+		((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+}
 
 /* The scheduler cluster ids of a job's attrs (cluster_ids), NULL if none. */
 extern int64 *pacing_cluster_ids(Jsonb *attrs, int *n);

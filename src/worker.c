@@ -255,8 +255,7 @@ publish_pace(void)
 		return;
 	last = now;
 	initStringInfo(&buf);
-	pacing_describe(&buf, (double) now / USECS_PER_SEC +
-					((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	pacing_describe(&buf, pacing_epoch(now));
 	SpinLockAcquire(&shared->mutex);
 	if (buf.len < sizeof(shared->pace))
 		memcpy(shared->pace, buf.data, buf.len + 1);
@@ -535,10 +534,7 @@ purge_fn(void *p)
 		return true;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* purge() arrived in 1.5: an older installed version has none */
-	if (SPI_execute("SELECT 1 WHERE to_regprocedure('p2p_preheat.purge(integer)') IS NOT NULL",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT p2p_preheat.purge(1000)", false, 1) == SPI_OK_SELECT &&
+	if (SPI_execute("SELECT p2p_preheat.purge(1000)", false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		isnull;
@@ -580,7 +576,7 @@ pump_all(List *batches, long wait_ms)
 	}
 	PG_CATCH();
 	{
-		http_abort_all();
+		dispatch_abort();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
