@@ -855,12 +855,17 @@ typedef struct RowKey
 	TransactionId *subxip;
 } RowKey;
 
-static MemoryContext policy_cxt = NULL;
-static MemoryContext instance_cxt = NULL;
-static RowKey policy_key;
-static HarborPolicy cached_policy;
-static RowKey instance_key;
-static HarborInstanceInfo cached_instance;
+/* A copy of a kept row into a memory context. */
+typedef void *(*RowCopy) (MemoryContext cxt, const void *row);
+
+/* One kept row: its key, and its copy in a context of its own. */
+typedef struct RowCache
+{
+	MemoryContext cxt;
+	RowKey		key;
+	void	   *row;
+	RowCopy		copy;
+} RowCache;
 
 /* The active snapshot, if it is an MVCC one. */
 static Snapshot
@@ -915,15 +920,41 @@ take_row_key(RowKey *k, int id, uint64 epoch, Snapshot snap, MemoryContext cxt)
 	k->valid = true;
 }
 
+/* The kept row of id, copied into the caller's context, or NULL. */
+static void *
+reuse_row(RowCache *c, int id)
+{
+	return row_key_matches(&c->key, id) ? c->copy(CurrentMemoryContext, c->row) : NULL;
+}
+
+/*
+ * Keeps row, read under snap when the epoch was epoch; only if the same
+ * snapshot is still active and nothing moved the epoch while it was read.
+ */
+static void
+keep_row(RowCache *c, int id, const void *row, Snapshot snap, uint64 epoch)
+{
+	if (snap == NULL || snap != mvcc_snapshot() || epoch != check_epoch)
+		return;
+	if (c->cxt == NULL)
+		c->cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row",
+									   ALLOCSET_SMALL_SIZES);
+	c->key.valid = false;
+	MemoryContextReset(c->cxt);
+	c->row = c->copy(c->cxt, row);
+	take_row_key(&c->key, id, epoch, snap, c->cxt);
+}
+
 static char *
 dup_or_null(MemoryContext cxt, const char *s)
 {
 	return s ? MemoryContextStrdup(cxt, s) : NULL;
 }
 
-static HarborPolicy *
-copy_policy(MemoryContext cxt, const HarborPolicy *p)
+static void *
+copy_policy(MemoryContext cxt, const void *row)
 {
+	const HarborPolicy *p = row;
 	HarborPolicy *c = MemoryContextAlloc(cxt, sizeof(HarborPolicy));
 
 	*c = *p;
@@ -936,9 +967,10 @@ copy_policy(MemoryContext cxt, const HarborPolicy *p)
 	return c;
 }
 
-static HarborInstanceInfo *
-copy_instance(MemoryContext cxt, const HarborInstanceInfo *i)
+static void *
+copy_instance(MemoryContext cxt, const void *row)
 {
+	const HarborInstanceInfo *i = row;
 	HarborInstanceInfo *c = MemoryContextAlloc(cxt, sizeof(HarborInstanceInfo));
 
 	*c = *i;
@@ -947,17 +979,8 @@ copy_instance(MemoryContext cxt, const HarborInstanceInfo *i)
 	return c;
 }
 
-/* A context of its own for each kept row, emptied when the row is replaced. */
-static MemoryContext
-row_context(MemoryContext *cxt)
-{
-	if (*cxt == NULL)
-		*cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row",
-									 ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(*cxt);
-	return *cxt;
-}
+static RowCache policy_cache = {.copy = copy_policy};
+static RowCache instance_cache = {.copy = copy_instance};
 
 HarborPolicy *
 harbor_policy(int policy_id)
@@ -969,12 +992,10 @@ harbor_policy(int policy_id)
 	MemoryContext old;
 	bool		isnull;
 	Snapshot	snap = mvcc_snapshot();
-	uint64		epoch;
+	uint64		epoch = check_epoch;
 
-	if (row_key_matches(&policy_key, policy_id))
-		return copy_policy(caller, &cached_policy);
-	/* kept only if nothing was invalidated while it was read */
-	epoch = check_epoch;
+	if ((p = reuse_row(&policy_cache, policy_id)) != NULL)
+		return p;
 	tt = harbor_run(&q_policy, &arg, NULL, true, false);
 	if (SPI_processed == 0)
 		return NULL;
@@ -993,15 +1014,7 @@ harbor_policy(int policy_id)
 	p->vendor = get_text(tt, 0, "vendor");
 	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
 	MemoryContextSwitchTo(old);
-	/* kept only if nothing moved the epoch while reading */
-	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
-	{
-		MemoryContext cxt = row_context(&policy_cxt);
-
-		policy_key.valid = false;
-		cached_policy = *copy_policy(cxt, p);
-		take_row_key(&policy_key, policy_id, epoch, snap, cxt);
-	}
+	keep_row(&policy_cache, policy_id, p, snap, epoch);
 	return p;
 }
 
@@ -1015,11 +1028,10 @@ harbor_instance(int instance_id)
 	MemoryContext old;
 	bool		isnull;
 	Snapshot	snap = mvcc_snapshot();
-	uint64		epoch;
+	uint64		epoch = check_epoch;
 
-	if (row_key_matches(&instance_key, instance_id))
-		return copy_instance(caller, &cached_instance);
-	epoch = check_epoch;
+	if ((inst = reuse_row(&instance_cache, instance_id)) != NULL)
+		return inst;
 	tt = harbor_run(&q_instance, &arg, NULL, true, false);
 	if (SPI_processed == 0)
 		return NULL;
@@ -1030,14 +1042,7 @@ harbor_instance(int instance_id)
 	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
 	inst->endpoint = get_text(tt, 0, "endpoint");
 	MemoryContextSwitchTo(old);
-	if (snap && snap == mvcc_snapshot() && epoch == check_epoch)
-	{
-		MemoryContext cxt = row_context(&instance_cxt);
-
-		instance_key.valid = false;
-		cached_instance = *copy_instance(cxt, inst);
-		take_row_key(&instance_key, instance_id, epoch, snap, cxt);
-	}
+	keep_row(&instance_cache, instance_id, inst, snap, epoch);
 	return inst;
 }
 

@@ -64,6 +64,7 @@ read_secret_file(const char *setting, const char *path, int *len, const char **w
 	{
 		*why = psprintf("could not read %s \"%s\": %s", setting, path, strerror(errno));
 		FreeFile(f);
+		explicit_bzero(buf, MAX_SECRET_FILE + 1);	/* part of the secret may be in it */
 		pfree(buf);
 		return NULL;
 	}
