@@ -24,12 +24,7 @@ source "$(dirname "$0")/../test/lib/common.sh"
 calls=${1:-20000}
 rounds=${2:-3}
 batch=${BATCH:-1000}
-PG_NET_TARBALL=${PG_NET_TARBALL:-$REPO/../shared/reference/pg_net-0.20.4.tar.gz}
-if [ ! -f "$PG_NET_TARBALL" ]; then
-	echo "pg_net's source tarball is missing: $PG_NET_TARBALL" >&2
-	echo "set PG_NET_TARBALL to the path of pg_net-0.20.4.tar.gz" >&2
-	exit 1
-fi
+need_pg_net_tarball
 
 ensure_deps
 build_and_install
@@ -44,10 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$dir/pg_net"
-tar -xzf "$PG_NET_TARBALL" -C "$dir/pg_net" --strip-components=1
-make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" >/dev/null 2>&1
-make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" install >/dev/null 2>&1
+build_pg_net "$dir"
 
 # pg_net's worker serves database "postgres"; the rounds use their own
 # databases, so neither worker sends anything while we measure.

@@ -17,12 +17,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 jobs=${1:-20000}
-PG_NET_TARBALL=${PG_NET_TARBALL:-$REPO/../shared/reference/pg_net-0.20.4.tar.gz}
-if [ ! -f "$PG_NET_TARBALL" ]; then
-	echo "pg_net's source tarball is missing: $PG_NET_TARBALL" >&2
-	echo "set PG_NET_TARBALL to the path of pg_net-0.20.4.tar.gz" >&2
-	exit 1
-fi
+need_pg_net_tarball
 
 ensure_deps
 need_packages nginx wrk
@@ -37,10 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- pg_net, built under /tmp, installed beside p2p_preheat -------------
-mkdir -p "$dir/pg_net"
-tar -xzf "$PG_NET_TARBALL" -C "$dir/pg_net" --strip-components=1
-make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" >/dev/null 2>&1
-make -C "$dir/pg_net" -s PG_CONFIG="$PG_CONFIG" install >/dev/null 2>&1
+build_pg_net "$dir"
 
 # ---- nginx: a Dragonfly job for every request -----------------------------
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

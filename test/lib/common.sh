@@ -139,5 +139,24 @@ build_standin() {
 	export STANDIN
 }
 
+# pg_net 0.20.4, the peer bench/peers.sh and bench/enqueue.sh measure against,
+# built from its source tarball (PG_NET_TARBALL) under the bench's work
+# directory and installed beside p2p_preheat.  need_pg_net_tarball fails
+# early, before anything is built; build_pg_net DIR builds it in DIR/pg_net.
+need_pg_net_tarball() {
+	PG_NET_TARBALL=${PG_NET_TARBALL:-$REPO/../shared/reference/pg_net-0.20.4.tar.gz}
+	if [ ! -f "$PG_NET_TARBALL" ]; then
+		echo "pg_net's source tarball is missing: $PG_NET_TARBALL" >&2
+		echo "set PG_NET_TARBALL to the path of pg_net-0.20.4.tar.gz" >&2
+		exit 1
+	fi
+}
+build_pg_net() {
+	mkdir -p "$1/pg_net"
+	tar -xzf "$PG_NET_TARBALL" -C "$1/pg_net" --strip-components=1
+	make -C "$1/pg_net" -s PG_CONFIG="$PG_CONFIG" >/dev/null 2>&1
+	make -C "$1/pg_net" -s PG_CONFIG="$PG_CONFIG" install >/dev/null 2>&1
+}
+
 # PostgreSQL 18 built from source, cached per machine (ensure_pg18).
 source "$REPO/test/lib/pg18.sh"

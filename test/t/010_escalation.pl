@@ -11,19 +11,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
+use P2PTest;
 
 my $port = $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
 my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 
-my $node = PostgreSQL::Test::Cluster->new('escalation');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'p2p_preheat'
-p2p_preheat.database = 'postgres'
-p2p_preheat.registry_url = 'https://harbor.example.com'
-});
-$node->start;
-$node->safe_psql('postgres', "\\i $fixture");
+my $node = harbor_node('escalation');
 $node->safe_psql('postgres', q{
 	CREATE ROLE harbor LOGIN;
 	GRANT CREATE, USAGE ON SCHEMA public TO harbor;

@@ -9,42 +9,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
+use P2PTest;
 
-my $port = $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
-my $standin_log = $ENV{DRAGONFLY_LOG} or die "DRAGONFLY_LOG is not set";
-my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 my $run = sprintf('r%d', time() * 1000);
 
-# POSTs the stand-in accepted for URLs containing $marker
-sub posts_for
-{
-	my ($marker) = @_;
-	open(my $fh, '<', $standin_log) or return 0;
-	my $n = 0;
-	while (my $line = <$fh>)
-	{
-		$n++ if index($line, $marker) >= 0 && $line =~ /"status": ?200/;
-	}
-	close $fh;
-	return $n;
-}
-
-my $node = PostgreSQL::Test::Cluster->new('recovery');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'p2p_preheat'
-p2p_preheat.database = 'postgres'
-p2p_preheat.registry_url = 'https://harbor.example.com'
+my $node = harbor_node('recovery', conf => q{
 restart_after_crash = on
 });
-$node->start;
-$node->safe_psql('postgres', "\\i $fixture");
-$node->safe_psql('postgres', qq{
-	SELECT harbor_fixture.create_tables('proposal');
-	SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
-	CREATE EXTENSION p2p_preheat;
-	UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-secret-1"}' WHERE id = 1;
-});
+harbor_with_instance($node, 'proposal');
 is($node->safe_psql('postgres', 'SHOW p2p_preheat.lease'), '5min', 'the shipped lease');
 $node->poll_query_until('postgres', "SELECT state = 'idle' FROM p2p_preheat.worker_status()")
   or die 'worker did not start';

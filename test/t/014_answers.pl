@@ -9,39 +9,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
+use P2PTest;
 
 my $port = $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
-my $standin_log = $ENV{DRAGONFLY_LOG} or die "DRAGONFLY_LOG is not set";
-my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 my $run = sprintf('a%d', time() * 1000);
 
-# POST requests the stand-in received for URLs containing $marker, whatever their answer
-sub posts_for
-{
-	my ($marker) = @_;
-	open(my $fh, '<', $standin_log) or return 0;
-	my $n = 0;
-	while (my $line = <$fh>)
-	{
-		$n++ if index($line, $marker) >= 0 && index($line, '"POST /oapi/v1/jobs"') >= 0;
-	}
-	close $fh;
-	return $n;
-}
-
-my $node = PostgreSQL::Test::Cluster->new('answers');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-p2p_preheat.registry_url = 'https://harbor.example.com'
-});
-$node->start;
-$node->safe_psql('postgres', "\\i $fixture");
-$node->safe_psql('postgres', qq{
-	SELECT harbor_fixture.create_tables('proposal');
-	SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
-	CREATE EXTENSION p2p_preheat;
-	UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-secret-1"}' WHERE id = 1;
-});
+# preheat_dispatch() alone, in the test's own sessions: no worker
+my $node = harbor_node('answers', preload => 0);
+harbor_with_instance($node, 'proposal');
 
 sub url { return "https://harbor.example.com/v2/library/$run-$_[0]/manifests/1.0"; }
 
@@ -87,6 +64,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM p2p_preheat.job WHERE mayb
 # ---- a POST that timed out: looked for first, sent again if not found ----
 $node->safe_psql('postgres', "SELECT p2p_preheat.cancel(id) FROM p2p_preheat.job WHERE open");
 my $slow = queue('slow1500ms-timeout');
+# the setting under test: a timeout shorter than the stand-in's 1.5 s pause
 $node->safe_psql('postgres', "SET p2p_preheat.request_timeout = '300ms'; SELECT p2p_preheat.preheat_dispatch()");
 like(job($slow), qr/^queued\|1\|\|could not reach Dragonfly: .*timed out/i, 'the POST timed out');
 is($node->safe_psql('postgres', "SELECT maybe_sent FROM p2p_preheat.job WHERE id = $slow"), 't',
@@ -112,7 +90,7 @@ $node->safe_psql('postgres', 'SELECT p2p_preheat.preheat_dispatch()');
 is(job($lost), 'running|0||', 'preheat_dispatch() takes it up at once, though the lease runs 5 more minutes');
 is($node->safe_psql('postgres', "SELECT dragonfly_job_id FROM p2p_preheat.job WHERE id = $lost"), $df_id,
 	'and follows the job Dragonfly already has');
-is(posts_for("$run-lost-answer"), 1, 'no second POST');
+is(posts_received("$run-lost-answer"), 1, 'no second POST');
 
 # ---- a POST that never reached Dragonfly: no lookup ------------------------
 $node->safe_psql('postgres', "UPDATE p2p_preheat_instance SET endpoint = 'http://127.0.0.1:1' WHERE id = 1");
@@ -131,7 +109,7 @@ $node->safe_psql('postgres', "UPDATE p2p_preheat_instance SET endpoint = 'http:/
 $node->safe_psql('postgres', "UPDATE p2p_preheat.job SET next_attempt_at = now() WHERE id = $refused");
 $node->safe_psql('postgres', 'SELECT p2p_preheat.preheat_dispatch()');
 like(job($refused), qr/^running\|3\|200\|$/, 'then, not found in Dragonfly, it is sent');
-is(posts_for("$run-refused"), 1, 'once');
+is(posts_received("$run-refused"), 1, 'once');
 
 $node->stop;
 done_testing();

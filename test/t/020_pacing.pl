@@ -14,9 +14,11 @@ use Time::HiRes qw(time sleep);
 use IPC::Run;
 use JSON::PP;
 use HTTP::Tiny;
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
+use P2PTest;
 
 my $standin = $ENV{STANDIN} or die "STANDIN is not set";
-my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 
 # a stand-in of our own: four clusters with their limits, a token that may
 # read clusters and one that may only create jobs
@@ -54,20 +56,9 @@ sub posts
 	return ($ok, $limited);
 }
 
-my $node = PostgreSQL::Test::Cluster->new('pacing');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'p2p_preheat'
-p2p_preheat.database = 'postgres'
-p2p_preheat.registry_url = 'https://harbor.example.com'
-});
-$node->start;
-$node->safe_psql('postgres', "\\i $fixture");
+my $node = harbor_node('pacing');
+harbor_with_instance($node, '2.13', port => $port, token => 't-full');
 $node->safe_psql('postgres', qq{
-	SELECT harbor_fixture.create_tables('2.13');
-	SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
-	CREATE EXTENSION p2p_preheat;
-	UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "t-full"}' WHERE id = 1;
 	INSERT INTO p2p_preheat_instance (id, name, vendor, endpoint, auth_mode, auth_data, enabled, insecure)
 	VALUES (3, 'jobs-only', 'dragonfly', 'http://127.0.0.1:$port', 'OAUTH', '{"token": "t-jobs"}', true, false);
 });

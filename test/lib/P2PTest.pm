@@ -1,0 +1,83 @@
+# Scaffolding shared by the TAP tests in test/t: a server with the extension
+# preloaded and Harbor's tables from the fixture, and counts of what the
+# Dragonfly stand-in received.  A test finds it with
+#   use FindBin; use lib "$FindBin::RealBin/../lib"; use P2PTest;
+# so neither prove's -I nor PERL5LIB has to name this directory.
+package P2PTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+
+our @EXPORT = qw(posts_for posts_received harbor_node harbor_with_instance);
+
+# POSTs the stand-in (its log: DRAGONFLY_LOG) accepted with 200 for URLs
+# containing $marker
+sub posts_for
+{
+	my ($marker) = @_;
+	return _count_log(sub { index($_[0], $marker) >= 0 && $_[0] =~ /"status": ?200/ });
+}
+
+# POSTs to create a job the stand-in received for URLs containing $marker,
+# whatever it answered
+sub posts_received
+{
+	my ($marker) = @_;
+	return _count_log(
+		sub { index($_[0], $marker) >= 0 && index($_[0], '"POST /oapi/v1/jobs"') >= 0 });
+}
+
+sub _count_log
+{
+	my ($match) = @_;
+	my $log = $ENV{DRAGONFLY_LOG} or die "DRAGONFLY_LOG is not set";
+	open(my $fh, '<', $log) or return 0;
+	my $n = 0;
+	while (my $line = <$fh>)
+	{
+		$n++ if $match->($line);
+	}
+	close $fh;
+	return $n;
+}
+
+# A started server with Harbor's fixture loaded and, in postgresql.conf, only
+# what a user must set: the extension preloaded (unless preload => 0), the
+# worker's database and the registry's URL.  Anything else a test needs goes
+# in conf => '...', with a comment there saying why.
+sub harbor_node
+{
+	my ($name, %opt) = @_;
+	my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opt{init} // {} });
+	my $preload = ($opt{preload} // 1)
+	  ? "shared_preload_libraries = 'p2p_preheat'\np2p_preheat.database = 'postgres'\n"
+	  : '';
+	$node->append_conf('postgresql.conf',
+		$preload . "p2p_preheat.registry_url = 'https://harbor.example.com'\n" . ($opt{conf} // ''));
+	$node->start;
+	$node->safe_psql('postgres', "\\i $fixture");
+	return $node;
+}
+
+# Harbor's tables of $version, instance 1 pointing at the stand-in (the
+# shared one unless port => ...) with an OAuth token it accepts (token =>
+# ..., default t-secret-1), and the extension created
+sub harbor_with_instance
+{
+	my ($node, $version, %opt) = @_;
+	my $port = $opt{port} // $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
+	my $token = $opt{token} // 't-secret-1';
+	$node->safe_psql('postgres', qq{
+		SELECT harbor_fixture.create_tables('$version');
+		SELECT harbor_fixture.add_instances('http://127.0.0.1:$port');
+		CREATE EXTENSION p2p_preheat;
+		UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "$token"}' WHERE id = 1;
+	});
+	return;
+}
+
+1;
