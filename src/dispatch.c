@@ -574,6 +574,12 @@ wait_for(HttpRequest *req)
 #define LOOKUP_MAX_PAGES 40
 /* a page of job objects is far larger than one answer (max_answer_size) */
 #define LOOKUP_MAX_BYTES ((size_t) 8 * 1024 * 1024)
+/*
+ * Dragonfly stamps created_at with its own clock: a manager whose clock is
+ * behind ours must not hide a POST that did arrive.  Adopting an earlier
+ * preheat of the same image instead is harmless.
+ */
+#define LOOKUP_CLOCK_MARGIN_S 60.0
 
 /*
  * Jobs of one instance whose earlier POST may have reached Dragonfly (the
@@ -601,8 +607,8 @@ reconcile_instance(List *same)
 		DispatchJob *j = lfirst(lc);
 
 		lk[n].args = df_lookup_args(j->url, j->attrs);
-		lk[n].not_before = j->created_epoch;
-		not_before = Min(not_before, j->created_epoch);
+		lk[n].not_before = j->created_epoch - LOOKUP_CLOCK_MARGIN_S;
+		not_before = Min(not_before, lk[n].not_before);
 		n++;
 	}
 	for (int page = 1; page <= LOOKUP_MAX_PAGES && found < n; page++)
