@@ -149,12 +149,15 @@ if [ -n "${PERF_DATA:-}" ]; then
 	sleep 0.5
 fi
 cpu0=$(cpu_ticks)
-t0=$(now)
-psql -qX -d postgres -c "SELECT p2p_preheat._wake_worker()" >/dev/null
+# Start and end by the server's clock: the wake-up, and the last job's
+# record.  Waiting for the end polls only every quarter second: a psql (a
+# new backend) every few milliseconds would take CPU from the worker on a
+# small machine and slow what it measures.
+t0=$(psql -qXAt -d postgres -c "SELECT extract(epoch FROM clock_timestamp()) FROM (SELECT p2p_preheat._wake_worker()) w")
 until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state IN ('queued', 'sending')")" -eq 0 ]; do
-	sleep 0.02
+	sleep 0.25
 done
-t1=$(now)
+t1=$(psql -qXAt -d postgres -c "SELECT extract(epoch FROM max(updated_at)) FROM p2p_preheat.job")
 cpu1=$(cpu_ticks)
 worker_rate=$(rate "$jobs" "$t0" "$t1")
 worker_cpu_us=$(awk -v n="$jobs" -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \

@@ -88,9 +88,44 @@ static bool latch_fired = false;
 
 /* Easy handles between transfers; at most POOL_MAX, and max_in_flight. */
 #define POOL_MAX 256
-static CURL *pool[POOL_MAX];
+typedef struct PooledHandle
+{
+	CURL	   *easy;
+	int			config;			/* the shared options it carries: see handle_config */
+} PooledHandle;
+static PooledHandle pool[POOL_MAX];
 static int	pool_len = 0;
 static int	easy_handles = 0;	/* alive, pooled or in flight: see http_easy_handles() */
+
+/*
+ * The options every request shares are set once on a handle, not at each
+ * transfer (a full reset and twenty options cost more than the request on
+ * loopback).  They depend on these settings; when one changes (a reload),
+ * handle_config moves on and older handles are reset before their next use.
+ */
+static int	handle_config = 0;
+static const char *config_proxy = NULL;
+static const char *config_ca_file = NULL;
+static bool config_debug = false;
+
+/*
+ * The interest registered in epfd for each socket, so that a transfer on a
+ * kept connection costs no epoll_ctl() when nothing changes.  A socket
+ * libcurl stops watching stays registered until it reports an event no one
+ * wants (then it is removed): between two requests on one connection, that
+ * saves a removal and an addition.  Every socket libcurl uses is opened by
+ * on_open_socket(), which forgets what an earlier socket of that number
+ * had, and closed by on_close_socket(), which forgets it (closing a socket
+ * removes it from epfd).  Sockets libcurl makes itself (its resolver's)
+ * are registered and removed as libcurl asks, as before.
+ */
+#define WATCH_MAX 4096
+static uint8 registered[WATCH_MAX];	/* EPOLLIN/EPOLLOUT bits, or 0 */
+static uint8 wanted[WATCH_MAX];
+#define REG_IN	1
+#define REG_OUT 2
+#define REG_ON	4
+#define REG_OURS 8				/* opened by on_open_socket(), not yet closed */
 
 /*
  * Headers shared by every request, never freed; a request with an
@@ -99,22 +134,59 @@ static int	easy_handles = 0;	/* alive, pooled or in flight: see http_easy_handle
 static struct curl_slist *get_headers = NULL;
 static struct curl_slist *post_headers = NULL;
 
-static int
-on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+static void
+watch(curl_socket_t s, uint8 bits)
 {
 	struct epoll_event ev = {0};
 
+	ev.data.fd = s;
+	ev.events = ((bits & REG_IN) ? EPOLLIN : 0) | ((bits & REG_OUT) ? EPOLLOUT : 0);
+	if (s < 0 || s >= WATCH_MAX || !(registered[s] & REG_OURS))
+	{
+		/* not ours, or beyond the table: registered at every change, as libcurl asks */
+		if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+			epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
+		return;
+	}
+	if (registered[s] == (bits | REG_ON | REG_OURS))
+		return;
+	if (epoll_ctl(epfd, (registered[s] & REG_ON) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 &&
+		epoll_ctl(epfd, (registered[s] & REG_ON) ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) != 0)
+	{
+		registered[s] = REG_OURS;
+		return;
+	}
+	registered[s] = bits | REG_ON | REG_OURS;
+}
+
+static int
+on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	uint8		bits = ((what & CURL_POLL_IN) ? REG_IN : 0) | ((what & CURL_POLL_OUT) ? REG_OUT : 0);
+
 	if (what == CURL_POLL_REMOVE)
 	{
-		epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
+		if (s >= 0 && s < WATCH_MAX && (registered[s] & REG_OURS))
+			wanted[s] = 0;		/* removed lazily: see registered[] */
+		else
+			epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
 		return 0;
 	}
-	ev.data.fd = s;
-	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
-		((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-	if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-		epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
+	if (s >= 0 && s < WATCH_MAX)
+		wanted[s] = bits | REG_ON;
+	watch(s, bits);
 	return 0;
+}
+
+/* An event on a socket libcurl no longer watches: stop watching it too. */
+static bool
+unwanted(int fd)
+{
+	if (fd < 0 || fd >= WATCH_MAX || !(registered[fd] & REG_OURS) || wanted[fd] != 0)
+		return false;
+	epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+	registered[fd] = REG_OURS;
+	return true;
 }
 
 static int
@@ -269,7 +341,26 @@ on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 			return CURL_SOCKET_BAD;
 		}
 	}
-	return socket(addr->family, addr->socktype, addr->protocol);
+	{
+		curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+
+		/* a new socket: nothing registered for its number yet */
+		if (fd >= 0 && fd < WATCH_MAX)
+		{
+			registered[fd] = REG_OURS;
+			wanted[fd] = 0;
+		}
+		return fd;
+	}
+}
+
+/* Runs inside libcurl: no palloc, no elog. */
+static int
+on_close_socket(void *clientp, curl_socket_t s)
+{
+	if (s >= 0 && s < WATCH_MAX)
+		registered[s] = wanted[s] = 0;
+	return close(s);
 }
 
 /* Headers whose values http_debug shows; every other value is redacted. */
@@ -474,6 +565,76 @@ free_own_header(HttpRequest *req)
 	}
 }
 
+/* The options a request sets of its own, cleared before a handle is pooled. */
+static void
+forget_request(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, -1L);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, NULL);
+}
+
+/* The options every request shares (see handle_config). */
+static void
+configure_handle(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+	/* http_proxy, https_proxy, all_proxy and no_proxy are never read */
+	curl_easy_setopt(e, CURLOPT_PROXY, http_proxy && http_proxy[0] ? http_proxy : "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+	if (http_debug)
+	{
+		curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+		curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
+	}
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	if (http_ca_file && http_ca_file[0])
+		curl_easy_setopt(e, CURLOPT_CAINFO, http_ca_file);
+}
+
+/* A handle carrying the shared options of the settings in force. */
+static CURL *
+take_handle(void)
+{
+	CURL	   *e;
+
+	if (http_proxy != config_proxy || http_ca_file != config_ca_file || http_debug != config_debug)
+	{
+		handle_config++;
+		config_proxy = http_proxy;
+		config_ca_file = http_ca_file;
+		config_debug = http_debug;
+	}
+	if (pool_len > 0)
+	{
+		PooledHandle *p = &pool[--pool_len];
+
+		e = p->easy;
+		if (p->config == handle_config)
+			return e;
+		curl_easy_reset(e);
+	}
+	else
+	{
+		e = curl_easy_init();
+		if (e == NULL)
+			elog(ERROR, "could not create a libcurl handle");
+		easy_handles++;
+	}
+	configure_handle(e);
+	return e;
+}
+
 static void
 release_request(HttpRequest *req)
 {
@@ -482,9 +643,10 @@ release_request(HttpRequest *req)
 		curl_multi_remove_handle(multi, req->easy);
 		if (pool_len < Min(http_max_in_flight, POOL_MAX))
 		{
-			/* drop this request's options now: headers and body go below */
-			curl_easy_reset(req->easy);
-			pool[pool_len++] = req->easy;
+			/* nothing of this request stays set: its headers and body go below */
+			forget_request(req->easy);
+			pool[pool_len].easy = req->easy;
+			pool[pool_len++].config = handle_config;
 		}
 		else
 		{
@@ -517,15 +679,7 @@ http_start(HttpRequest *req)
 
 	engine_init();
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
-	if (pool_len > 0)
-		e = pool[--pool_len];
-	else
-	{
-		e = curl_easy_init();
-		if (e == NULL)
-			elog(ERROR, "could not create a libcurl handle");
-		easy_handles++;
-	}
+	e = take_handle();
 	req->easy = e;
 	req->done = false;
 	if (req->cxt == NULL)
@@ -543,6 +697,8 @@ http_start(HttpRequest *req)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 	}
+	else
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	req->headers = NULL;
 	if (req->auth_header)
 	{
@@ -559,8 +715,9 @@ http_start(HttpRequest *req)
 		}
 		if (req->headers == NULL)
 		{
-			curl_easy_reset(e);	/* nothing of this request may stay set */
-			pool[pool_len++] = e;
+			forget_request(e);	/* nothing of this request may stay set */
+			pool[pool_len].easy = e;
+			pool[pool_len++].config = handle_config;
 			req->easy = NULL;
 			elog(ERROR, "out of memory");
 		}
@@ -570,31 +727,14 @@ http_start(HttpRequest *req)
 
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) http_connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) http_request_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, req);
-	/* http_proxy, https_proxy, all_proxy and no_proxy are never read */
-	curl_easy_setopt(e, CURLOPT_PROXY, http_proxy && http_proxy[0] ? http_proxy : "");
-	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-	if (http_debug)
-	{
-		curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
-		curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
-	}
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, req->insecure ? 0L : 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, req->insecure ? 0L : 2L);
-	if (http_ca_file && http_ca_file[0])
-		curl_easy_setopt(e, CURLOPT_CAINFO, http_ca_file);
 
 	if (curl_multi_add_handle(multi, e) != CURLM_OK)
 	{
@@ -712,6 +852,9 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 			{
 				int			flags = 0;
 
+				if (unwanted(ready[j].data.fd))
+					continue;
+
 				if (ready[j].events & EPOLLIN)
 					flags |= CURL_CSELECT_IN;
 				if (ready[j].events & EPOLLOUT)
@@ -777,7 +920,7 @@ http_trim_pool(void)
 {
 	while (pool_len > 0)
 	{
-		curl_easy_cleanup(pool[--pool_len]);
+		curl_easy_cleanup(pool[--pool_len].easy);
 		easy_handles--;
 	}
 }
