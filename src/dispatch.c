@@ -27,6 +27,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "postmaster/interrupt.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/array.h"
@@ -557,7 +558,15 @@ wait_for(HttpRequest *req)
 
 	while (!req->done)
 	{
-		int			n = http_wait(1000, done, lengthof(done), PG_WAIT_EXTENSION);
+		int			n;
+
+		/* the worker stops within a second, not after a slow list's timeout */
+		if (ShutdownRequestPending)
+		{
+			http_cancel(req, "the worker is shutting down");
+			break;
+		}
+		n = http_wait(1000, done, lengthof(done), PG_WAIT_EXTENSION);
 
 		for (int i = 0; i < n; i++)
 			if (done[i] != req)

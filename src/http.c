@@ -875,6 +875,22 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 	return collect(done, max);
 }
 
+/* Ends one transfer before its answer: it finishes as a failed transfer. */
+void
+http_cancel(HttpRequest *req, const char *why)
+{
+	if (req->done || req->easy == NULL)
+		return;
+	release_request(req);
+	req->result = CURLE_ABORTED_BY_CALLBACK;
+	req->status = 0;
+	req->response = NULL;
+	req->response_len = 0;
+	req->location = NULL;
+	strlcpy(req->errbuf, why, sizeof(req->errbuf));
+	req->done = true;
+}
+
 bool
 http_latch_fired(void)
 {

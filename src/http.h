@@ -83,6 +83,7 @@ extern bool http_latch_fired(void);
 
 /* Stop every transfer in flight (after an error, or on shutdown). */
 extern void http_abort_all(void);
+extern void http_cancel(HttpRequest *req, const char *why);
 
 /* libcurl easy handles alive in this process, in flight or pooled. */
 extern int	http_easy_handles(void);

@@ -9,8 +9,11 @@ use strict;
 use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use IPC::Run;
+use Time::HiRes qw(sleep);
 
-our @EXPORT = qw(posts_for posts_received harbor_node harbor_with_instance);
+our @EXPORT = qw(posts_for posts_received harbor_node harbor_with_instance own_standin);
 
 # POSTs the stand-in (its log: DRAGONFLY_LOG) accepted with 200 for URLs
 # containing $marker
@@ -79,5 +82,28 @@ sub harbor_with_instance
 	});
 	return;
 }
+
+# A stand-in of the test's own, started with @args (its tokens, clusters,
+# faults); returns its port and log file.  It stops when the test ends.
+my @own_standins;
+sub own_standin
+{
+	my (@args) = @_;
+	my $standin = $ENV{STANDIN} or die "STANDIN is not set";
+	my $dir = PostgreSQL::Test::Utils::tempdir;
+	my $h = IPC::Run::start(
+		[
+			$standin, '--host', '127.0.0.1', '--port', '0',
+			'--port-file', "$dir/port", '--log-file', "$dir/standin.log", @args
+		],
+		'>', "$dir/out", '2>&1');
+	push @own_standins, $h;
+	for (1 .. 100) { last if -s "$dir/port"; sleep(0.05); }
+	my $port = -s "$dir/port" ? PostgreSQL::Test::Utils::slurp_file("$dir/port") : '';
+	chomp $port;
+	die "stand-in did not start" unless $port =~ /^\d+$/;
+	return ($port, "$dir/standin.log");
+}
+END { $_->kill_kill for @own_standins; }
 
 1;

@@ -54,6 +54,7 @@ static const char help_text[] =
 "                          ratelimit429x<N>), polls and statistics start again at 0.\n"
 "  --success-after SECONDS a job is final when polled this long after creation (default 0)\n"
 "  --delay SECONDS         pause before answering every API request (not /_standin/)\n"
+"  --list-delay SECONDS    pause before answering the job list (GET /oapi/v1/jobs)\n"
 "  --clusters ID,ID        known scheduler cluster ids; a job naming another gets 429\n"
 "                          like Dragonfly; a job naming none goes to all of these.\n"
 "                          Default: any id accepted, a job naming none goes to [1]\n"
@@ -153,7 +154,7 @@ static void
 parse_args(int argc, char **argv)
 {
 	enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_TOKEN, O_INACTIVE, O_BASIC, O_HEADER,
-	O_LOG_FILE, O_STATE_FILE, O_SUCCESS_AFTER, O_DELAY, O_CLUSTERS, O_CLUSTER, O_CHAOS, O_LENIENT, O_VERBOSE };
+	O_LOG_FILE, O_STATE_FILE, O_SUCCESS_AFTER, O_DELAY, O_LIST_DELAY, O_CLUSTERS, O_CLUSTER, O_CHAOS, O_LENIENT, O_VERBOSE };
 	static const struct option longopts[] = {
 		{"help", no_argument, NULL, 'h'}, {"host", required_argument, NULL, O_HOST},
 		{"port", required_argument, NULL, O_PORT}, {"port-file", required_argument, NULL, O_PORT_FILE},
@@ -162,7 +163,7 @@ parse_args(int argc, char **argv)
 		{"log-file", required_argument, NULL, O_LOG_FILE},
 		{"state-file", required_argument, NULL, O_STATE_FILE},
 		{"success-after", required_argument, NULL, O_SUCCESS_AFTER},
-		{"delay", required_argument, NULL, O_DELAY}, {"clusters", required_argument, NULL, O_CLUSTERS},
+		{"delay", required_argument, NULL, O_DELAY}, {"list-delay", required_argument, NULL, O_LIST_DELAY}, {"clusters", required_argument, NULL, O_CLUSTERS},
 		{"cluster", required_argument, NULL, O_CLUSTER}, {"chaos", required_argument, NULL, O_CHAOS},
 		{"lenient-scope", no_argument, NULL, O_LENIENT}, {"verbose", no_argument, NULL, O_VERBOSE},
 		{NULL, 0, NULL, 0}};
@@ -226,6 +227,9 @@ parse_args(int argc, char **argv)
 				break;
 			case O_DELAY:
 				opt.delay = seconds(optarg);
+				break;
+			case O_LIST_DELAY:
+				opt.list_delay = seconds(optarg);
 				break;
 			case O_CLUSTERS:
 				for (p = strtok_r(strdup(optarg), ",", &save); p; p = strtok_r(NULL, ",", &save))

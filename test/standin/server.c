@@ -456,7 +456,7 @@ route(Call *c)
 	if (strcmp(u, "/oapi/v1/jobs") == 0 && strcmp(m, "POST") == 0)
 		return post_job(c);
 	if (strcmp(u, "/oapi/v1/jobs") == 0 && strcmp(m, "GET") == 0)
-		return list_jobs(c);
+		return opt.list_delay > 0 ? pause_then(c, (int64_t) (opt.list_delay * 1e9), list_jobs) : list_jobs(c);
 	if (strncmp(u, "/oapi/v1/jobs/", 14) == 0 && strcmp(m, "GET") == 0)
 		return get_job(c, u + 14);
 	if (strncmp(u, "/oapi/v1/clusters/", 18) == 0 && (strcmp(m, "GET") == 0 || strcmp(m, "PATCH") == 0))

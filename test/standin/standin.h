@@ -56,6 +56,7 @@ typedef struct Options
 	int			nheaders;
 	double		success_after;
 	double		delay;
+	double		list_delay;		/* --list-delay: before the job list */
 	long long  *clusters;		/* --clusters: known ids */
 	int			nclusters;
 	ClusterLimit *limits;		/* --cluster: ids with a job rate limit */
