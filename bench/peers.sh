@@ -6,7 +6,8 @@
 #     (p2p_preheat._claim with a lease, p2p_preheat._record) without HTTP;
 #   - pg_net 0.20.4 (built under /tmp from its source tarball) sending N
 #     net.http_post() requests with its background worker;
-#   - preheat_dispatch() in a loop, and the p2p_preheat background worker;
+#   - preheat_dispatch() in a loop (one session), and the p2p_preheat background
+#     worker, each with its CPU time per job;
 #   - queueing: N preheat_url() calls against N net.http_post() calls.
 # Prints each figure and the ratios.
 # Usage: bench/peers.sh [jobs]
@@ -132,10 +133,25 @@ pgnet_rate=$(rate "$jobs" "$t1" "$t2")
 
 # ---- preheat_dispatch() in a loop ------------------------------------------
 fill dispatch
+# one session, so that its backend's CPU time can be read before and after
+coproc DISPATCH { psql -qXAt -d dispatch; }
+echo "SELECT pg_backend_pid();" >&"${DISPATCH[1]}"
+read -r dpid <&"${DISPATCH[0]}"
+dispatch_ticks() { sed 's/.*) //' "/proc/$dpid/stat" | awk '{ print $12 + $13 }'; }
+dcpu0=$(dispatch_ticks)
 t0=$(now)
-while [ "$(psql -qXAt -d dispatch -c "SELECT sent FROM p2p_preheat.preheat_dispatch(5000)")" -gt 0 ]; do :; done
+while :; do
+	echo "SELECT sent FROM p2p_preheat.preheat_dispatch(5000);" >&"${DISPATCH[1]}"
+	read -r sent <&"${DISPATCH[0]}"
+	[ "$sent" -gt 0 ] || break
+done
 t1=$(now)
+dcpu1=$(dispatch_ticks)
+echo '\q' >&"${DISPATCH[1]}"
+wait "$DISPATCH_PID" || true
 dispatch_rate=$(rate "$jobs" "$t0" "$t1")
+dispatch_cpu_us=$(awk -v n="$jobs" -v a="$dcpu0" -v b="$dcpu1" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
 
 # ---- the background worker --------------------------------------------------
 fill postgres
@@ -178,7 +194,7 @@ q_pgnet=$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a)
 q_preheat=$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
 
 awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" -v d="$dispatch_rate" \
-	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
+	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v dc="$dispatch_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
 	low = ngx < db ? ngx : db
 	printf "%d jobs, one nginx on loopback answering 200 with a Dragonfly job\n", n
 	printf "  nginx ceiling (wrk, 64 connections):      %8.0f req/s\n", ngx
@@ -186,7 +202,7 @@ awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" 
 	printf "  pg_net 0.20.4 (net.http_post, worker):    %8.0f req/s\n", net
 	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s\n", d
 	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed)\n", w, wf
-	printf "  worker CPU time per job:                  %8.1f us (%.0f jobs/s if it had a core of its own)\n", wc, 1e6 / wc
+	printf "  CPU time per job: worker %.1f us, preheat_dispatch() backend %.1f us\n", wc, dc
 	printf "  worker / lower ceiling (%.0f):            %8.2f (target >= 0.5, stretch 0.75)\n", low, w / low
 	printf "  worker / preheat_dispatch():              %8.2f (target >= 1)\n", w / d
 	printf "  worker / pg_net:                          %8.1f\n", w / net
