@@ -732,9 +732,9 @@ ea_vendor_is_dragonfly(const char *vendor)
 	return vendor != NULL && pg_strcasecmp(vendor, "dragonfly") == 0;
 }
 
-List *
-ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
-		 Jsonb **normalized)
+static List *
+check_doc(const char *vendor, const char *json, int len, bool stop_at_first,
+		  Jsonb **normalized, JsonbValue **parsed)
 {
 	EaState		st = {0};
 	JsonSoftError err;
@@ -745,6 +745,8 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 	st.stop_at_first = stop_at_first;
 	if (normalized)
 		*normalized = NULL;
+	if (parsed)
+		*parsed = NULL;
 
 	/* a misspelt vendor would skip every check: Harbor knows only these two */
 	if (vendor != NULL && !ea_vendor_is_dragonfly(vendor) && pg_strcasecmp(vendor, "kraken") != 0)
@@ -797,6 +799,8 @@ ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
 		out = root;				/* other providers own their arguments */
 	if (normalized && st.problems == NIL)
 		*normalized = JsonbValueToJsonb(out);
+	if (parsed && st.problems == NIL)
+		*parsed = root;
 	return st.problems;
 
 no_attrs:
@@ -808,6 +812,19 @@ no_attrs:
 		*normalized = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 	}
 	return NIL;
+}
+
+List *
+ea_check(const char *vendor, const char *json, int len, bool stop_at_first,
+		 Jsonb **normalized)
+{
+	return check_doc(vendor, json, len, stop_at_first, normalized, NULL);
+}
+
+List *
+ea_check_parsed(const char *vendor, const char *json, int len, JsonbValue **parsed)
+{
+	return check_doc(vendor, json, len, false, NULL, parsed);
 }
 
 void

@@ -40,6 +40,13 @@ extern bool ea_vendor_is_dragonfly(const char *vendor);
 extern List *ea_check(const char *vendor, const char *json, int len,
 					  bool stop_at_first, Jsonb **normalized);
 
+/*
+ * The same check; when the document is a valid object, *parsed is that
+ * object as written (keys unique and ordered as jsonb orders them), else NULL.
+ */
+extern List *ea_check_parsed(const char *vendor, const char *json, int len,
+							 JsonbValue **parsed);
+
 /* Raise problem p as an ERROR; who describes the policy or is NULL. */
 pg_noreturn extern void ea_report(const EaProblem *p, int nproblems, const char *who);
 

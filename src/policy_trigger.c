@@ -32,6 +32,7 @@
 #include "compat.h"
 #include "extra_attrs.h"
 #include "harbor.h"
+#include "json_soft.h"
 
 PG_FUNCTION_INFO_V1(p2p_preheat_policy_trigger);
 
@@ -160,38 +161,31 @@ column_numbers(FunctionCallInfo fcinfo, Relation rel, int *ea_att, int *pv_att)
 /*
  * The proposal's scope "single_peer" is stored as "single_seed_peer", the
  * name Harbor 2.13+ and Dragonfly accept: Harbor's own driver refuses any
- * other name.  The document is rewritten (as jsonb prints it) only then.
+ * other name.  The document is rewritten (as jsonb prints it) only then,
+ * from the tree the check already parsed.
  */
 static HeapTuple
 store_seed_peer_scope(HeapTuple tup, TupleDesc desc, int ea_att, Oid ea_type,
-					  const char *json, int len)
+					  JsonbValue *doc)
 {
 	Form_pg_attribute att = TupleDescAttr(desc, ea_att - 1);
-	Jsonb	   *doc;
-	JsonbValue	scope;
-	Datum		path;
+	JsonbValue *scope = jbv_get(doc, "scope");
+	Jsonb	   *jb;
 	Datum		value;
 	bool		isnull = false;
 	char	   *out;
 
-	if (len < 13 || memmem(json, len, "\"single_peer\"", 13) == NULL)
+	if (scope == NULL || scope->type != jbvString || scope->val.string.len != 11 ||
+		memcmp(scope->val.string.val, "single_peer", 11) != 0)
 		return tup;
-	doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(json, len))));
-	if (!JB_ROOT_IS_OBJECT(doc) ||
-		!getKeyJsonValueFromContainer(&doc->root, "scope", 5, &scope) ||
-		scope.type != jbvString || scope.val.string.len != 11 ||
-		memcmp(scope.val.string.val, "single_peer", 11) != 0)
-		return tup;
-	path = PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("scope")}, 1,
-										   TEXTOID, -1, false, TYPALIGN_INT));
-	doc = DatumGetJsonbP(DirectFunctionCall4(jsonb_set, JsonbPGetDatum(doc), path,
-											 DirectFunctionCall1(jsonb_in, CStringGetDatum("\"single_seed_peer\"")),
-											 BoolGetDatum(false)));
+	scope->val.string.val = "single_seed_peer";
+	scope->val.string.len = strlen("single_seed_peer");
+	jb = JsonbValueToJsonb(doc);
 	if (ea_type == JSONBOID)
-		value = JsonbPGetDatum(doc);
+		value = JsonbPGetDatum(jb);
 	else
 	{
-		out = JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+		out = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 		/* a varchar(n) too short for the new name keeps the old one */
 		if (ea_type == VARCHAROID && att->atttypmod > VARHDRSZ &&
 			pg_mbstrlen(out) > att->atttypmod - VARHDRSZ)
@@ -216,6 +210,7 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 	const char *json;
 	int			len;
 	List	   *problems;
+	JsonbValue *doc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -271,11 +266,11 @@ p2p_preheat_policy_trigger(PG_FUNCTION_ARGS)
 			vendor = lookup_vendor(DatumGetInt32(pv));
 	}
 
-	problems = ea_check(vendor, json, len, false, NULL);
+	problems = ea_check_parsed(vendor, json, len, &doc);
 	if (problems != NIL)
 		ea_report(linitial(problems), list_length(problems),
 				  describe_policy(newtup, desc));
-	if (ea_vendor_is_dragonfly(vendor))
-		newtup = store_seed_peer_scope(newtup, desc, ea_att, ea_type, json, len);
+	if (doc != NULL && ea_vendor_is_dragonfly(vendor))
+		newtup = store_seed_peer_scope(newtup, desc, ea_att, ea_type, doc);
 	return PointerGetDatum(newtup);
 }
