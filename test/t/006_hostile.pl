@@ -153,13 +153,17 @@ sub slurp
 }
 
 # ---- the server: no worker, so each dispatch is ours to run -----------
+# The shipped p2p_preheat settings, but for what a user sets (the registry's
+# URL and robot account) and what makes a leak observable: libcurl's trace
+# (http_debug) and the DEBUG1 line each job's outcome is logged with.
+# log_statement = none is the server's own default again:
+# PostgreSQL::Test::Cluster sets it to all, and this test passes a caller's
+# token as SQL text where Harbor would bind it.
 my $node = PostgreSQL::Test::Cluster->new('hostile');
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 p2p_preheat.registry_url = 'http://harbor.test'
 p2p_preheat.registry_credentials_file = '$fixtures/registry_robot.json'
-p2p_preheat.poll_schedule = '1'
-p2p_preheat.retry_base = '10ms'
 p2p_preheat.http_debug = on
 log_min_messages = debug1
 log_statement = none
@@ -176,13 +180,19 @@ $node->safe_psql('hostile', qq{
 	VALUES (3, 'custom', 'dragonfly', 'http://127.0.0.1:$hport', 'CUSTOM', '{"Api-Key": "k-custom-5"}', true, false),
 		   (4, 'nobody', 'dragonfly', 'http://127.0.0.1:1', 'NONE', NULL, true, false);
 	INSERT INTO p2p_preheat_policy (id, name, project_id, provider_id, enabled, extra_attrs) VALUES (1, 'p', 1, 1, true, NULL);
+	-- Dispatches until every job has ended.  The shipped poll_schedule and
+	-- retry_base stay: between rounds each open job's next poll (31 s after
+	-- acceptance) or retry (a back-off from 1 s) is brought forward to now,
+	-- as if that time had passed.
 	CREATE FUNCTION dispatch_all() RETURNS void LANGUAGE plpgsql AS \$\$
 	DECLARE deadline timestamptz := clock_timestamp() + interval '60 s';
 	BEGIN
 		LOOP
 			PERFORM p2p_preheat.preheat_dispatch();
-			EXIT WHEN NOT EXISTS (SELECT FROM p2p_preheat.job WHERE state IN ('queued', 'sending', 'running'))
+			EXIT WHEN NOT EXISTS (SELECT FROM p2p_preheat.job WHERE open)
 				OR clock_timestamp() > deadline;
+			UPDATE p2p_preheat.job SET next_attempt_at = clock_timestamp()
+			 WHERE open AND next_attempt_at > clock_timestamp();
 			PERFORM pg_sleep(0.05);
 		END LOOP;
 	END \$\$;
@@ -201,6 +211,12 @@ for my $host (sort keys %origin)
 {
 	$node->safe_psql('hostile', "SELECT p2p_preheat.preheat_url(1, '" . url('origin', 1, $host) . "')");
 }
+# one round first: the accepted jobs wait for the shipped first poll
+$node->safe_psql('hostile', 'SELECT p2p_preheat.preheat_dispatch()');
+is( $node->safe_psql('hostile', q{
+	SELECT count(*) || ' ' || string_agg(DISTINCT round(extract(epoch FROM next_attempt_at - sent_at), 1)::text, ',')
+	  FROM p2p_preheat.job WHERE state = 'running' AND polls = 0}),
+	'7 31.0', 'the seven accepted jobs are first polled 31 s after acceptance');
 $node->safe_psql('hostile', 'SELECT dispatch_all()');
 
 my ($dup) = grep { m{/v2/hostile/dupkeys/} } requests();
@@ -250,6 +266,14 @@ is($node->safe_psql('restored', $rows), $node->safe_psql('hostile', $rows), 'eve
 $node->safe_psql('hostile', "SELECT p2p_preheat.preheat(1, 'hostile/$_', '1', '{\"Authorization\": \"Bearer reg-token-8\"}')")
   for qw(echo-body echo-head echo-raw echo-ok echo-poll);
 $node->safe_psql('hostile', "SELECT p2p_preheat.preheat_url(3, '" . url($_, 3) . "')") for qw(echo-head echo-raw);
+# one round first: a 500 is retried after the shipped back-off (0.5-1 s at
+# the first attempt)
+$node->safe_psql('hostile', 'SELECT p2p_preheat.preheat_dispatch()');
+is( $node->safe_psql('hostile', q{
+	SELECT count(*) FROM p2p_preheat.job
+	 WHERE url ~ '/echo-raw/' AND state = 'queued' AND attempts = 1
+	   AND extract(epoch FROM next_attempt_at - updated_at) BETWEEN 0.4 AND 1.0}),
+	'2', 'a 500 is retried after the shipped back-off');
 $node->safe_psql('hostile', 'SELECT dispatch_all()');
 # the echoes did reach us: the server saw the secrets, so scrubbing was needed
 ok((grep { /robot-secret-9/ && m{/echo-body/} } requests()), 'echo server got the robot password');
@@ -304,6 +328,7 @@ for my $m ('big-poll', 'wide-poll')
 	$node->safe_psql('hostile', 'SELECT p2p_preheat.preheat_dispatch(60)');
 	is($node->safe_psql('hostile', "SELECT count(*) FROM p2p_preheat.job WHERE url ~ '/$m/' AND state = 'running'"),
 		'60', "$m: 60 jobs running");
+	# their first poll brought forward, as if its 31 s had passed
 	$node->safe_psql('hostile', 'UPDATE p2p_preheat.job SET next_attempt_at = now() WHERE state = \'running\'');
 	$hwm = peak_kb('SELECT p2p_preheat.preheat_dispatch(60)');
 	cmp_ok($hwm, '<', $bound_kb, "$m: 60 polls answered with large job objects: peak RSS $hwm kB");
