@@ -47,7 +47,7 @@ sub _count_log
 # on p2p_preheat.job) forward to now, as if its time had come, and wakes the
 # worker as its own timer would.  Tests keep the shipped
 # p2p_preheat.poll_schedule (the first poll 31 s after Dragonfly accepts a
-# job) and retry_base (1 s): they move one job's clock, never a setting.
+# job) and retry_base (1 s): they move a job's clock, never a setting.
 push @EXPORT, 'make_due';
 sub make_due
 {
