@@ -46,6 +46,34 @@ sub _count_log
 	return $n;
 }
 
+# Brings the next poll or retry of the open jobs matching $where (a condition
+# on p2p_preheat.job) forward to now, as if its time had come, and wakes the
+# worker as its own timer would.  Tests keep the shipped
+# p2p_preheat.poll_schedule (the first poll 31 s after Dragonfly accepts a
+# job) and retry_base (1 s): they move a job's clock, never a setting.
+push @EXPORT, 'make_due';
+sub make_due
+{
+	my ($node, $db, $where) = @_;
+	$node->safe_psql($db, qq{
+		UPDATE p2p_preheat.job SET next_attempt_at = now() WHERE open AND ($where);
+		SELECT p2p_preheat._wake_worker();
+	});
+	return;
+}
+
+# When the running, never polled jobs matching $where are first polled: the
+# distinct seconds from Dragonfly's acceptance (sent_at) to next_attempt_at,
+# to 0.1 s, comma-separated ('31.0' with the shipped poll_schedule).
+push @EXPORT, 'first_poll_after';
+sub first_poll_after
+{
+	my ($node, $db, $where) = @_;
+	return $node->safe_psql($db, qq{
+		SELECT string_agg(DISTINCT round(extract(epoch FROM next_attempt_at - sent_at), 1)::text, ',')
+		  FROM p2p_preheat.job WHERE state = 'running' AND polls = 0 AND ($where)});
+}
+
 # A started server with Harbor's fixture loaded and, in postgresql.conf, only
 # what a user must set: the extension preloaded (unless preload => 0), the
 # worker's database and the registry's URL.  Anything else a test needs goes

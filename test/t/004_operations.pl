@@ -2,11 +2,21 @@
 # log_min_messages = debug5, log_statement = all and libcurl's trace on;
 # LISTEN p2p_preheat sees jobs and executions end; pg_dump/pg_restore into
 # a fresh cluster keeps the configuration and the job history.
+#
+# The server runs with the shipped p2p_preheat settings.  What it sets is
+# what a user sets (the extension preloaded, the worker's database, the
+# registry's URL, the secret key and robot account files) and what makes a
+# leak observable: libcurl's trace (http_debug), every message down to
+# debug5, every statement logged, with log_parameter_max_length = 0 as
+# README asks of anyone who logs statements.
 use strict;
 use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use P2PTest;
 
 my $port = $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
 my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
@@ -20,7 +30,6 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'p2p_preheat'
 p2p_preheat.database = 'postgres'
 p2p_preheat.registry_url = 'https://harbor.example.com'
-p2p_preheat.poll_schedule = '1'
 p2p_preheat.secret_key_file = '$fixtures/harbor_secret.key'
 p2p_preheat.registry_credentials_file = '$fixtures/registry_robot.json'
 p2p_preheat.http_debug = on
@@ -55,6 +64,13 @@ close $fh;
 $node->safe_psql('postgres', "SELECT p2p_preheat.preheat(1, 'ops-app', '1.0', pg_read_file('$tokfile')::jsonb)");
 $node->safe_psql('postgres', "SELECT p2p_preheat.run_policy(1)");
 $node->poll_query_until('postgres',
+	"SELECT count(*) = 1 AND bool_and(state = 'running') FROM p2p_preheat.job")
+  or die 'job was not accepted';
+# The shipped schedule first polls 31 s after Dragonfly accepts a job.  The
+# test does not wait for it: it moves the job's due time, not the setting.
+is(first_poll_after($node, 'postgres', 'true'), '31.0', 'first poll due 31 s after the job was accepted');
+make_due($node, 'postgres', 'true');
+$node->poll_query_until('postgres',
 	"SELECT count(*) = 1 AND bool_and(state = 'succeeded') FROM p2p_preheat.job")
   or die 'job did not finish';
 unlink $tokfile;
@@ -82,6 +98,11 @@ $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN p2p_preheat');
 $node->safe_psql('postgres', "INSERT INTO tag (repository_id, artifact_id, name) VALUES (1, 1, '2.0')");
 $node->safe_psql('postgres', "SELECT p2p_preheat.run_policy(1)");
+# as above: each accepted job's first poll brought forward to now
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM p2p_preheat.job WHERE state NOT IN ('running', 'succeeded', 'failed')")
+  or die 'jobs were not sent';
+make_due($node, 'postgres', "state = 'running'");
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM p2p_preheat.job WHERE state NOT IN ('succeeded', 'failed')")
   or die 'jobs did not finish';

@@ -9,6 +9,11 @@
 # settings, the job history and the pg_cron schedules must be intact, the
 # worker must finish the unfinished jobs, and a new push must be preheated.
 #
+# Both servers run with the shipped p2p_preheat settings.  Where a job's
+# next poll (31 s after Dragonfly accepted it) must come before the test
+# goes on, the test brings that job's due time forward (make_due), as if
+# the time had passed: it moves a clock, never a setting.
+#
 # Runs when the server under test is 18 and PostgreSQL 15 (with the extension
 # and pg_cron installed) is at P2P_OLD_BINDIR (default
 # /usr/lib/postgresql/15/bin).  Needs the stand-in (DRAGONFLY_PORT,
@@ -16,9 +21,12 @@
 use strict;
 use warnings;
 use File::Basename qw(dirname);
+use FindBin;
+use lib "$FindBin::RealBin/../lib";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use P2PTest;
 
 my $old_bindir = $ENV{P2P_OLD_BINDIR} // '/usr/lib/postgresql/15/bin';
 my $new = PostgreSQL::Test::Cluster->new('pg18');
@@ -32,7 +40,6 @@ plan skip_all => "p2p_preheat is not installed into the PostgreSQL 15 at $old_bi
   unless -f "$old_share/extension/p2p_preheat.control";
 
 my $port = $ENV{DRAGONFLY_PORT} or die "DRAGONFLY_PORT is not set";
-my $standin_log = $ENV{DRAGONFLY_LOG} or die "DRAGONFLY_LOG is not set";
 my $fixture = $ENV{HARBOR_FIXTURE} or die "HARBOR_FIXTURE is not set";
 my $fixtures = $ENV{P2P_TEST_FIXTURES} or die "P2P_TEST_FIXTURES is not set";
 my $old_install = dirname($old_bindir);
@@ -137,28 +144,29 @@ $old->safe_psql('registry', qq{
 	SELECT p2p_preheat.preheat_url(1, '${\ $url->('jobfail')}');
 	SELECT p2p_preheat.cancel(p2p_preheat.preheat_url(1, '${\ $url->('canceled')}'));
 });
+is($old->safe_psql('registry', 'SELECT sent FROM p2p_preheat.preheat_dispatch()'), '3',
+	'15: three jobs sent');
+is(first_poll_after($old, 'registry', 'true'), '31.0', '15: their first poll due 31 s after they were accepted');
 my $finished = 0;
 for (1 .. 60)
 {
-	$old->safe_psql('registry', q{
-		SET p2p_preheat.poll_schedule = '1';
-		SET p2p_preheat.retry_base = '10ms';
-		SELECT * FROM p2p_preheat.preheat_dispatch();
-	});
+	make_due($old, 'registry', 'true');
+	$old->safe_psql('registry', 'SELECT * FROM p2p_preheat.preheat_dispatch()');
 	$finished = $old->safe_psql('registry',
 		"SELECT count(*) FROM p2p_preheat.job WHERE state IN ('succeeded', 'failed')");
 	last if $finished == 3;
 	sleep(1);
 }
 is($finished, 3, '15: three jobs sent and followed to their end');
-# running (accepted by Dragonfly, next poll in 15 s) and queued, both for the
-# instance whose credentials Harbor encrypted
+# running (accepted by Dragonfly, its first poll 31 s later) and queued, both
+# for the instance whose credentials Harbor encrypted
 $old->safe_psql('registry', qq{
 	SELECT p2p_preheat.preheat_url(3, '${\ $url->('running')}');
-	SET p2p_preheat.poll_schedule = '15';
 	SELECT sent FROM p2p_preheat.preheat_dispatch();
 	SELECT p2p_preheat.preheat_url(3, '${\ $url->('queued')}');
 });
+is(first_poll_after($old, 'registry', "url = '${\ $url->('running')}'"), '31.0',
+	'15: the running job is due for its first poll 31 s after it was accepted');
 is( $old->safe_psql('registry', 'SELECT string_agg(state::text, \',\' ORDER BY id) FROM p2p_preheat.job'),
 	'succeeded,succeeded,failed,canceled,running,queued',
 	'15: jobs in every state');
@@ -251,12 +259,12 @@ for my $what (sort keys %checks)
 	is($new->safe_psql('registry', $checks{$what}), $before{$what}, "18: $what unchanged");
 }
 
-# Then as Harbor's new image would run it: the worker on.
+# Then as Harbor's new image would run it: the worker on.  The running
+# job's first poll is due as if its 31 s had passed during the upgrade.
+make_due($new, 'registry', "url = '${\ $url->('running')}'");
 $new->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'pg_cron,p2p_preheat'
 p2p_preheat.database = 'registry'
-p2p_preheat.poll_schedule = '1'
-max_worker_processes = 16
 });
 $new->restart;
 $new->poll_query_until('registry',
@@ -265,15 +273,6 @@ $new->poll_query_until('registry',
   or die 'the worker did not finish the unfinished jobs';
 pass('18: the worker finished the queued and the running job (encrypted credentials)');
 
-# How many POSTs the stand-in accepted for URLs containing $marker.
-sub posts_for
-{
-	my ($marker) = @_;
-	open(my $fh, '<', $standin_log) or return 0;
-	my $n = grep { index($_, $marker) >= 0 && /"status": ?200/ } <$fh>;
-	close $fh;
-	return $n;
-}
 is(posts_for("$run/manifests/running"), 1, '18: the running job was followed, not sent again');
 
 # a push after the upgrade
@@ -282,6 +281,12 @@ $new->safe_psql('registry', q{
 	VALUES (2, 1, 1, 'library/} . $run . q{', 'sha256:a2', 'IMAGE', 'm', 'm');
 	INSERT INTO tag (repository_id, artifact_id, name) VALUES (1, 2, 'v2');
 });
+$new->poll_query_until('registry',
+	"SELECT count(*) = 1 FROM p2p_preheat.job WHERE url = '${\ $url->('v2')}' AND state = 'running'")
+  or die 'the push on 18 was not sent';
+is(first_poll_after($new, 'registry', "url = '${\ $url->('v2')}'"), '31.0',
+	'18: the new push\'s job is due for its first poll 31 s after it was accepted');
+make_due($new, 'registry', "url = '${\ $url->('v2')}'");
 $new->poll_query_until('registry',
 	"SELECT count(*) = 1 FROM p2p_preheat.job WHERE url = '${\ $url->('v2')}' AND state = 'succeeded'")
   or die 'the push on 18 was not preheated';
