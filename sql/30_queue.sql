@@ -304,6 +304,9 @@ CREATE FUNCTION p2p_preheat._record(outcomes p2p_preheat.job_outcome[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- a custom plan would hold the whole outcome array (answers included) as a
+-- constant, in each of a session's first five calls
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	changed bigint;

@@ -277,7 +277,12 @@ kept_plan(KeptPlan *kp, Oid argtype0)
 
 		if (OidIsValid(argtype0))
 			kp->argtypes[0] = argtype0;
-		p = SPI_prepare(kp->sql, kp->nargs, kp->argtypes);
+		/*
+		 * Generic plans: a custom plan would copy the argument (for
+		 * _record(), every outcome of a batch, answers included) into the
+		 * plan as a constant, twice, in each of a backend's first five runs.
+		 */
+		p = SPI_prepare_cursor(kp->sql, kp->nargs, kp->argtypes, CURSOR_OPT_GENERIC_PLAN);
 		if (p == NULL)
 			elog(ERROR, "p2p_preheat: could not prepare \"%s\": %s", kp->sql,
 				 SPI_result_code_string(SPI_result));

@@ -301,29 +301,24 @@ sub peak_kb
 	return $hwm;
 }
 # The bound: what an idle backend of this server holds (shared memory it
-# touches included), plus eight times p2p_preheat.answer_memory (16 MB).
+# touches included), plus five times p2p_preheat.answer_memory (16 MB).
 # The peak is the wide-poll dispatch's record step.  Its memory contexts at
 # the first row written (PostgreSQL 15), with K the outcome array (the job
 # objects kept: 9 of 1.5 MB, 13.7 MB; K is at most answer_memory):
 #  - the answers held: the answers' text and the outcome array that took
 #    the place of the job objects (17 MB: about answer_memory);
-#  - 4 K: the record statement is planned as a custom plan (plan_cache_mode
-#    = auto does so for a backend's first five runs), so the outcome array,
-#    its parameter, becomes a constant of the plan, held twice (the cached
-#    plan, and the planner's result it was copied from) for
-#    SELECT _record($1) and twice again for the UPDATE inside _record;
 #  - K: PL/pgSQL's expanded copy of _record's argument;
 #  - 1.3 K: the hash join's table of the outcomes (every row carries a whole
 #    job object, so it outgrows hash_mem);
 #  - up to 10 MB: what parsing one wide answer took, freed but kept by malloc.
-# That is about 7.3 times answer_memory and 10 MB; measured 100-118 MB over
-# idle on 15, 103-112 MB on 18.  The four plan copies are not needed: with
-# generic plans (measured with plan_cache_mode = force_generic_plan, the
-# rest as above) the peak is 64-73 MB over idle, and this bound can come
-# down to five times answer_memory once the record step plans generically.
+# That is about 3.3 times answer_memory and 10 MB; measured 58-65 MB over
+# idle on 15.  (The record statements are planned generically: a custom
+# plan, which plan_cache_mode = auto makes for a backend's first five runs,
+# held the outcome array as a constant four more times, and the peak was
+# 100-118 MB over idle.)
 # Without the cap, 60 such answers took a backend to 0.8-1.8 GB.
 my $idle_kb = peak_kb('SELECT 1');
-my $bound_kb = $idle_kb + 8 * 16 * 1024;
+my $bound_kb = $idle_kb + 5 * 16 * 1024;
 note "idle backend: $idle_kb kB; bound: $bound_kb kB";
 sub sixty
 {
