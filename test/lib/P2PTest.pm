@@ -13,7 +13,8 @@ use PostgreSQL::Test::Utils;
 use IPC::Run;
 use Time::HiRes qw(sleep);
 
-our @EXPORT = qw(posts_for posts_received harbor_node harbor_with_instance own_standin);
+our @EXPORT = qw(posts_for posts_received make_due first_poll_after harbor_node harbor_with_instance
+  own_standin);
 
 # POSTs the stand-in (its log: DRAGONFLY_LOG) accepted with 200 for URLs
 # containing $marker
@@ -51,7 +52,6 @@ sub _count_log
 # worker as its own timer would.  Tests keep the shipped
 # p2p_preheat.poll_schedule (the first poll 31 s after Dragonfly accepts a
 # job) and retry_base (1 s): they move a job's clock, never a setting.
-push @EXPORT, 'make_due';
 sub make_due
 {
 	my ($node, $db, $where) = @_;
@@ -65,7 +65,6 @@ sub make_due
 # When the running, never polled jobs matching $where are first polled: the
 # distinct seconds from Dragonfly's acceptance (sent_at) to next_attempt_at,
 # to 0.1 s, comma-separated ('31.0' with the shipped poll_schedule).
-push @EXPORT, 'first_poll_after';
 sub first_poll_after
 {
 	my ($node, $db, $where) = @_;
