@@ -44,7 +44,7 @@
 #define MIN_RATE			0.2
 #define MAX_RATE			1000000.0
 #define HORIZON				1.0		/* seconds a turn is waited for in memory */
-#define SLOW_HORIZON		0.25	/* ... while the pace grows fast */
+#define ADAPTIVE_HORIZON	0.25	/* ... at a pace found from 429s */
 #define REQUEUE_S			0.25	/* soonest a deferred job comes back */
 #define RELEARN_S			30.0
 #define RELEARN_AFTER_429_S 1.0
@@ -363,9 +363,9 @@ pacing_admit(const PaceTarget *t, double now, double *when, char **why)
 			probe_start(e, t, now);
 		if (e->source == SRC_NEW || e->source == SRC_UNKNOWN)
 			hold = true;
-		/* turns taken ahead at a fast-growing pace would outlast a 429 */
-		if (e->source == SRC_ADAPTIVE && e->target == 0)
-			horizon = SLOW_HORIZON;
+		/* turns taken far ahead would outlast the 429 that says the pace is too fast */
+		if (e->source == SRC_ADAPTIVE)
+			horizon = ADAPTIVE_HORIZON;
 		slot = Max(slot, e->tat);
 	}
 	if (hold)
@@ -607,7 +607,9 @@ pacing_describe(StringInfo out, double now)
 							 ", \"scheduled\": %.0f, \"sent\": " INT64_FORMAT ", \"throttled\": " INT64_FORMAT,
 							 first ? "" : ", ", e->key.instance_id, e->key.cluster_id,
 							 source_names[e->source],
-							 e->source == SRC_ROUTE ? psprintf("%.0f", e->limit) : "null",
+							 e->source == SRC_ROUTE ? psprintf("%.0f", e->limit) :
+							 e->source == SRC_ADAPTIVE && e->target > 0 ?
+							 psprintf("%.1f", e->target) : "null",
 							 e->source == SRC_UNKNOWN ? 0 : e->rate,
 							 e->source == SRC_UNKNOWN ? 0 : ceil(ahead * e->rate),
 							 e->sent, e->throttled);
