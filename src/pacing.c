@@ -55,7 +55,9 @@
 #define BACK_OFF			0.9		/* adaptive: of the target, after a 429 */
 #define RECOVER				0.1		/* ... regaining this share of it a second */
 #define PROBE				0.01	/* ... then past it: +1% after 1 s, +4% after 2 s */
+#define RESTART				1.5		/* ... and up to this much of it, then slow start */
 #define CUT_GRACE_S			0.2		/* 429s for turns booked before a cut */
+#define CONTINUED_S			2.0		/* a 429 this soon after a cut: the same congestion */
 #define BOUND_S				1.0		/* pace binding: a job waited this recently */
 #define HIST_SLOT_S			0.1		/* acceptances counted per slot ... */
 #define HIST_SLOTS			40		/* ... over the last 4 s */
@@ -428,6 +430,9 @@ adaptive_accepted(PaceEntry *e, double now)
 	{
 		e->since_cut += 1.0 / e->rate;
 		e->rate = adaptive_curve(e->target, e->since_cut);
+		/* this far past the target without a 429: the limit was raised */
+		if (e->rate > RESTART * e->target)
+			e->target = 0;
 	}
 	e->rate = Min(MAX_RATE, e->rate);
 }
@@ -471,8 +476,17 @@ adaptive_refused(PaceEntry *e, double now)
 
 	if (now < e->cut_until)
 		return;
-	est = measured_limit(e, now);
-	lo = e->target > 0 || est <= 0 ? DECREASE * e->rate : MIN_RATE;
+	if (e->target > 0 && now - e->cut_at < CONTINUED_S)
+	{
+		/* still too fast: the limiter was full all along, what passed is its rate */
+		est = e->ok_since_cut / (now - e->cut_at);
+		lo = DECREASE * DECREASE * e->rate;
+	}
+	else
+	{
+		est = measured_limit(e, now);
+		lo = e->target > 0 || est <= 0 ? DECREASE * e->rate : MIN_RATE;
+	}
 	e->target = Max(lo, Min(est, e->rate));
 	e->rate = Max(MIN_RATE, BACK_OFF * e->target);
 	e->cut_at = e->last_decrease = now;
