@@ -7,18 +7,33 @@
  * evenly at a little under the rate (SHARE) never meets it, whatever the
  * state of its bucket.  The pace comes from the cluster's own
  * job_rate_limit (GET /oapi/v1/clusters/<id>, looked up again every
- * RELEARN_S and soon after a 429); when the token may not read clusters
- * (403), the pace starts at Dragonfly's default of 10/s, grows with every
- * job accepted and shrinks with every 429 (AIMD).
+ * RELEARN_S and soon after a 429; a 429 cuts it, AIMD back to SHARE).
+ *
+ * When the token may not read clusters (403), the pace is found from 429s.
+ * It starts at Dragonfly's default of 10/s and doubles every second that
+ * jobs wait for their turns (slow start).  A 429 means the limiter's bucket
+ * is full, and what it let through tells its rate: no more than the rate
+ * plus one second's burst over any span, and exactly the rate between two
+ * 429s if it never ran dry.  So the first 429 sets the target to the best
+ * such bound over the last seconds' acceptances (the slow start's overshoot
+ * does not count), a later one to what passed since the previous cut; the
+ * pace drops to BACK_OFF of the target, climbs back to it within a second
+ * (too short for the bucket to empty, so nothing of the limit is lost), then
+ * past it ever faster, +PROBE*t^2, until the next 429; at RESTART times the
+ * target without one, the limit was raised, and slow start begins again.
+ * 429s for turns reserved before a cut are not new news (cut_until), and an
+ * adaptive pace reserves turns at most ADAPTIVE_HORIZON ahead, so a cut
+ * takes effect at once.  The pace grows only while it holds jobs back.
  *
  * A job either takes its turn now, waits in memory for a turn at most
  * HORIZON away, or goes back to the queue until a turn further on: its
  * place is booked on a second timeline (defer_tat) so that jobs deferred
- * together come back one turn apart.  A 429 from a cluster that exists is
- * no attempt: the job is deferred the same way.  A cluster that does not
- * exist (404 from the clusters route, or, without that route, 429s and no
- * acceptance for it while other clusters of the instance accept jobs) fails
- * its jobs with a message that names it.
+ * together come back one turn apart, at the pace expected by then (a pace
+ * being found grows; booked at today's it would starve itself).  A 429 from
+ * a cluster that exists is no attempt: the job is deferred the same way.  A
+ * cluster that does not exist (404 from the clusters route, or, without that
+ * route, 429s and no acceptance for it while other clusters of the instance
+ * accept jobs) fails its jobs with a message that names it.
  *
  * The state is per process: the worker keeps it for as long as it runs, a
  * backend calling preheat_dispatch() for its own session.  No allocation or
@@ -48,20 +63,20 @@
 #define REQUEUE_S			0.25	/* soonest a deferred job comes back */
 #define RELEARN_S			30.0
 #define RELEARN_AFTER_429_S 1.0
-#define DECREASE			0.75	/* learned pace: cut on a 429 */
+#define DECREASE			0.75	/* a learned pace's cut on a 429; an adaptive one's floor */
 #define DECREASE_EVERY_S	0.5
 #define INCREASE			2.0		/* learned pace: jobs/s regained per second */
 #define SLOW_START			0.7		/* adaptive, until the first 429: x2 a second */
 #define BACK_OFF			0.9		/* adaptive: of the target, after a 429 */
 #define RECOVER				0.1		/* ... regaining this share of it a second */
-#define PROBE				0.01	/* ... then past it: +1% after 1 s, +4% after 2 s */
-#define RESTART				1.5		/* ... and up to this much of it, then slow start */
+#define PROBE				0.02	/* ... then past it: +2% after 1 s, +8% after 2 s */
+#define RESTART				1.2		/* ... and up to this much of it, then slow start */
 #define CUT_GRACE_S			0.2		/* 429s for turns booked before a cut */
 #define CONTINUED_S			2.0		/* a 429 this soon after a cut: the same congestion */
 #define BOUND_S				1.0		/* pace binding: a job waited this recently */
 #define HIST_SLOT_S			0.1		/* acceptances counted per slot ... */
 #define HIST_SLOTS			40		/* ... over the last 4 s */
-#define ADAPTIVE_BOOK_S		5.0		/* how far ahead an adaptive pace books turns */
+#define ADAPTIVE_BOOK_S		2.0		/* how far ahead an adaptive pace books turns */
 #define HOLD_S				0.05	/* recheck while a cluster is looked up */
 #define UNKNOWN_429S		5		/* 429s without an acceptance ... */
 #define UNKNOWN_AFTER_S		3.0		/* ... over this long, others accepting */
@@ -480,7 +495,7 @@ adaptive_refused(PaceEntry *e, double now)
 	{
 		/* still too fast: the limiter was full all along, what passed is its rate */
 		est = e->ok_since_cut / (now - e->cut_at);
-		lo = DECREASE * DECREASE * e->rate;
+		lo = DECREASE * e->rate;
 	}
 	else
 	{
