@@ -284,6 +284,7 @@ learn(PaceEntry *e, const HttpRequest *req, double now)
 		{
 			e->limit = 0;
 			e->rate = DEFAULT_RATE;
+			e->target = 0;		/* slow start again */
 		}
 	}
 }
