@@ -22,8 +22,9 @@
  * past it ever faster, +PROBE*t^2, until the next 429; at RESTART times the
  * target without one, the limit was raised, and slow start begins again.
  * 429s for turns reserved before a cut are not new news (cut_until), and an
- * adaptive pace reserves turns at most ADAPTIVE_HORIZON ahead, so a cut
- * takes effect at once.  The pace grows only while it holds jobs back.
+ * adaptive pace reserves turns at most ADAPTIVE_HORIZON ahead (SLOW_HORIZON
+ * in slow start), so a cut takes effect at once.  The pace grows only while
+ * it holds jobs back.
  *
  * A job either takes its turn now, waits in memory for a turn at most
  * HORIZON away, or goes back to the queue until a turn further on: its
@@ -60,7 +61,8 @@
 #define MAX_RATE			1000000.0
 #define HORIZON				1.0		/* seconds a turn is waited for in memory */
 #define ADAPTIVE_HORIZON	0.25	/* ... at a pace found from 429s */
-#define REQUEUE_S			0.25	/* soonest a deferred job comes back */
+#define SLOW_HORIZON		0.1		/* ... in slow start */
+#define REQUEUE_S			0.1		/* soonest a deferred job comes back */
 #define RELEARN_S			30.0
 #define RELEARN_AFTER_429_S 1.0
 #define DECREASE			0.75	/* a learned pace's cut on a 429; an adaptive one's floor */
@@ -383,7 +385,7 @@ pacing_admit(const PaceTarget *t, double now, double *when, char **why)
 			hold = true;
 		/* turns taken far ahead would outlast the 429 that says the pace is too fast */
 		if (e->source == SRC_ADAPTIVE)
-			horizon = ADAPTIVE_HORIZON;
+			horizon = Min(horizon, e->target > 0 ? ADAPTIVE_HORIZON : SLOW_HORIZON);
 		slot = Max(slot, e->tat);
 	}
 	if (hold)
