@@ -170,7 +170,7 @@ ok($limited <= 0.1 * ($ok + $limited),
 # so the limit measured from 429s is not above it (but for the clock's
 # jitter); a pace far under it would mean the 429s of another client's
 # burst held ours back for good.
-queue(3, 'shared', 300, '[2]');
+queue(3, 'shared', 400, '[2]');
 $node->poll_query_until('postgres',
 	"SELECT count(*) >= 60 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
   or die 'jobs for cluster 2 not created';
@@ -189,10 +189,10 @@ for my $i (1 .. 20)
 }
 ok($burst > 0, "another client created $burst jobs on cluster 2 meanwhile");
 $node->poll_query_until('postgres',
-	"SELECT count(*) = 300 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
+	"SELECT count(*) = 400 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
   or die 'jobs sharing cluster 2 not all created';
 ($ok, $limited) = posts('/shared/');
-is($ok, 300, 'every job sharing the limit created once');
+is($ok, 400, 'every job sharing the limit created once');
 ok($limited <= 0.1 * ($ok + $limited), "429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
 is(jobs_where('shared', "state = 'failed' OR attempts > 1"), '0', 'no job failed or was counted a second attempt');
 my $p = pace_of(3, 2);
