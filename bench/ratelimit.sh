@@ -6,6 +6,9 @@
 # and the jobs that failed, once with a token that may read clusters (the
 # pace is learned) and once with one that may not (the pace adapts to 429s).
 # Usage: bench/ratelimit.sh [jobs] [rate]
+# Environment: RUNS="learned adaptive" (the runs to make), KEEP_LOG=FILE
+# (a copy of the stand-in's log, one JSON line per request, to study the
+# pace over time).
 set -euo pipefail
 source "$(dirname "$0")/../test/lib/common.sh"
 jobs=${1:-1200}
@@ -15,7 +18,8 @@ ensure_deps
 build_and_install
 build_standin
 dir=$(make_workdir)
-trap 'stop_standin; stop_cluster "$dir"; rm -rf "$dir"' EXIT
+runs=${RUNS:-learned adaptive}
+trap 'stop_standin; [ -z "${KEEP_LOG:-}" ] || cp "$dir/standin.log" "$KEEP_LOG"; stop_cluster "$dir"; rm -rf "$dir"' EXIT
 start_standin "$dir" --token full-token --token jobs-token:job --cluster "1:$rate" --cluster "2:$rate"
 start_cluster "$dir" "shared_preload_libraries = 'p2p_preheat'" "p2p_preheat.database = 'postgres'" \
 	"p2p_preheat.registry_url = 'https://harbor.example.com'"
@@ -68,6 +72,11 @@ PY
 }
 
 echo "$jobs jobs naming scheduler clusters 1 and 2, each limited to $rate jobs/s"
-run 1 learned
-run 3 adaptive
+for r in $runs; do
+	case $r in
+	learned) run 1 learned ;;
+	adaptive) run 3 adaptive ;;
+	*) echo "unknown run: $r" >&2; exit 1 ;;
+	esac
+done
 psql -qXAt -d postgres -c "SELECT jsonb_pretty(pace) FROM p2p_preheat.worker_status()"

@@ -7,18 +7,34 @@
  * evenly at a little under the rate (SHARE) never meets it, whatever the
  * state of its bucket.  The pace comes from the cluster's own
  * job_rate_limit (GET /oapi/v1/clusters/<id>, looked up again every
- * RELEARN_S and soon after a 429); when the token may not read clusters
- * (403), the pace starts at Dragonfly's default of 10/s, grows with every
- * job accepted and shrinks with every 429 (AIMD).
+ * RELEARN_S and soon after a 429; a 429 cuts it, AIMD back to SHARE).
+ *
+ * When the token may not read clusters (403), the pace is found from 429s.
+ * It starts at Dragonfly's default of 10/s and doubles every second that
+ * jobs wait for their turns (slow start).  A 429 means the limiter's bucket
+ * is full, and what it let through tells its rate: no more than the rate
+ * plus one second's burst over any span, and exactly the rate between two
+ * 429s if it never ran dry.  So the first 429 sets the target to the best
+ * such bound over the last seconds' acceptances (the slow start's overshoot
+ * does not count), a later one to what passed since the previous cut; the
+ * pace drops to BACK_OFF of the target, climbs back to it within a second
+ * (too short for the bucket to empty, so nothing of the limit is lost), then
+ * past it ever faster, +PROBE*t^2, until the next 429; at RESTART times the
+ * target without one, the limit was raised, and slow start begins again.
+ * 429s for turns reserved before a cut are not new news (cut_until), and an
+ * adaptive pace reserves turns at most ADAPTIVE_HORIZON ahead (SLOW_HORIZON
+ * in slow start), so a cut takes effect at once.  The pace grows only while
+ * it holds jobs back.
  *
  * A job either takes its turn now, waits in memory for a turn at most
  * HORIZON away, or goes back to the queue until a turn further on: its
  * place is booked on a second timeline (defer_tat) so that jobs deferred
- * together come back one turn apart.  A 429 from a cluster that exists is
- * no attempt: the job is deferred the same way.  A cluster that does not
- * exist (404 from the clusters route, or, without that route, 429s and no
- * acceptance for it while other clusters of the instance accept jobs) fails
- * its jobs with a message that names it.
+ * together come back one turn apart, at the pace expected by then (a pace
+ * being found grows; booked at today's it would starve itself).  A 429 from
+ * a cluster that exists is no attempt: the job is deferred the same way.  A
+ * cluster that does not exist (404 from the clusters route, or, without that
+ * route, 429s and no acceptance for it while other clusters of the instance
+ * accept jobs) fails its jobs with a message that names it.
  *
  * The state is per process: the worker keeps it for as long as it runs, a
  * backend calling preheat_dispatch() for its own session.  No allocation or
@@ -44,13 +60,25 @@
 #define MIN_RATE			0.2
 #define MAX_RATE			1000000.0
 #define HORIZON				1.0		/* seconds a turn is waited for in memory */
+#define ADAPTIVE_HORIZON	0.25	/* ... at a pace found from 429s */
+#define SLOW_HORIZON		0.1		/* ... in slow start */
+#define REQUEUE_S			0.1		/* soonest a deferred job comes back */
 #define RELEARN_S			30.0
 #define RELEARN_AFTER_429_S 1.0
-#define DECREASE			0.75
+#define DECREASE			0.75	/* a learned pace's cut on a 429; an adaptive one's floor */
 #define DECREASE_EVERY_S	0.5
-#define INCREASE			2.0		/* jobs/s gained per second of acceptances */
-#define SLOW_START			0.25	/* before the first 429: +25% per second */
-#define ADAPTIVE_BOOK_S		5.0		/* how far ahead an adaptive pace books turns */
+#define INCREASE			2.0		/* learned pace: jobs/s regained per second */
+#define SLOW_START			0.7		/* adaptive, until the first 429: x2 a second */
+#define BACK_OFF			0.9		/* adaptive: of the target, after a 429 */
+#define RECOVER				0.1		/* ... regaining this share of it a second */
+#define PROBE				0.02	/* ... then past it: +2% after 1 s, +8% after 2 s */
+#define RESTART				1.2		/* ... and up to this much of it, then slow start */
+#define CUT_GRACE_S			0.2		/* 429s for turns booked before a cut */
+#define CONTINUED_S			2.0		/* a 429 this soon after a cut: the same congestion */
+#define BOUND_S				1.0		/* pace binding: a job waited this recently */
+#define HIST_SLOT_S			0.1		/* acceptances counted per slot ... */
+#define HIST_SLOTS			40		/* ... over the last 4 s */
+#define ADAPTIVE_BOOK_S		2.0		/* how far ahead an adaptive pace books turns */
 #define HOLD_S				0.05	/* recheck while a cluster is looked up */
 #define UNKNOWN_429S		5		/* 429s without an acceptance ... */
 #define UNKNOWN_AFTER_S		3.0		/* ... over this long, others accepting */
@@ -89,7 +117,15 @@ typedef struct PaceEntry
 	double		last_ok;
 	double		first_429;		/* of the 429s since last_ok */
 	int			n429;
-	bool		congested;		/* has met a 429 */
+	/* adaptive pace */
+	double		target;			/* the limit as measured at the last cut, 0: none yet */
+	double		cut_at;			/* the last cut */
+	double		cut_until;		/* later 429s are a new sign of congestion */
+	double		since_cut;		/* pacing-bound seconds since the cut */
+	int64		ok_since_cut;
+	double		bound_at;		/* a job last waited for a turn */
+	int64		hist_slot[HIST_SLOTS];	/* acceptances per slot of HIST_SLOT_S */
+	int			hist_n[HIST_SLOTS];
 	int64		sent;
 	int64		throttled;
 	char	   *why;			/* SRC_UNKNOWN: the reason */
@@ -250,6 +286,7 @@ learn(PaceEntry *e, const HttpRequest *req, double now)
 		{
 			e->limit = 0;
 			e->rate = DEFAULT_RATE;
+			e->target = 0;		/* slow start again */
 		}
 	}
 }
@@ -283,28 +320,43 @@ check_probe(PaceEntry *e)
 	}
 }
 
+/*
+ * The pace an entry is expected to have "ahead" seconds from now, for
+ * booking turns: a pace being found grows, and turns booked at today's
+ * pace would hold the jobs back once it has.
+ */
+static double
+book_rate(PaceEntry *e, double ahead)
+{
+	if (e->source != SRC_ADAPTIVE)
+		return e->rate;
+	if (e->target == 0)
+		return Min(MAX_RATE, e->rate * exp(SLOW_START * ahead));
+	return Max(e->rate, e->target);
+}
+
 /* The turn of a job that goes back to the queue, booked on the deferred line. */
 static double
 defer_turn(PaceEntry **es, int n, double now)
 {
-	double		slot = now + HORIZON;
+	double		slot = now + REQUEUE_S;
 	bool		adaptive = false;
 
 	for (int i = 0; i < n; i++)
 	{
 		slot = Max(slot, Max(es[i]->defer_tat, es[i]->tat));
 		adaptive |= es[i]->source == SRC_ADAPTIVE;
+		es[i]->bound_at = now;
 	}
 
 	/*
-	 * A pace still being found books only a little ahead: turns booked at
-	 * today's pace would hold back the jobs once the pace grows.  The rest
-	 * come back then, unbooked.
+	 * A pace still being found books only a little ahead; the rest come
+	 * back then, unbooked, and are booked at the pace found by then.
 	 */
 	if (adaptive && slot > now + ADAPTIVE_BOOK_S)
 		return now + ADAPTIVE_BOOK_S;
 	for (int i = 0; i < n; i++)
-		es[i]->defer_tat = slot + 1.0 / es[i]->rate;
+		es[i]->defer_tat = slot + 1.0 / book_rate(es[i], slot - now);
 	return slot;
 }
 
@@ -314,6 +366,7 @@ pacing_admit(const PaceTarget *t, double now, double *when, char **why)
 	PaceEntry **es = palloc(t->nclusters * sizeof(PaceEntry *));
 	bool		hold = false;
 	double		slot = now;
+	double		horizon = HORIZON;
 
 	for (int i = 0; i < t->nclusters; i++)
 	{
@@ -330,6 +383,9 @@ pacing_admit(const PaceTarget *t, double now, double *when, char **why)
 			probe_start(e, t, now);
 		if (e->source == SRC_NEW || e->source == SRC_UNKNOWN)
 			hold = true;
+		/* turns taken far ahead would outlast the 429 that says the pace is too fast */
+		if (e->source == SRC_ADAPTIVE)
+			horizon = Min(horizon, e->target > 0 ? ADAPTIVE_HORIZON : SLOW_HORIZON);
 		slot = Max(slot, e->tat);
 	}
 	if (hold)
@@ -338,17 +394,124 @@ pacing_admit(const PaceTarget *t, double now, double *when, char **why)
 		pfree(es);
 		return PACE_HOLD;
 	}
-	if (slot > now + HORIZON)
+	if (slot > now + horizon)
 	{
 		*when = defer_turn(es, t->nclusters, now);
 		pfree(es);
 		return PACE_DEFER;
 	}
 	for (int i = 0; i < t->nclusters; i++)
+	{
+		if (es[i]->tat > now)
+			es[i]->bound_at = now;
 		es[i]->tat = Max(es[i]->tat, slot) + 1.0 / es[i]->rate;
+	}
 	pfree(es);
 	*when = slot;
 	return slot <= now + 0.0005 ? PACE_SEND : PACE_WAIT;
+}
+
+/*
+ * The adaptive pace, seconds of pacing-bound sending after a cut: back to
+ * the target in (1 - BACK_OFF) / RECOVER s, then past it ever faster.
+ */
+static double
+adaptive_curve(double target, double t)
+{
+	double		t1 = (1.0 - BACK_OFF) / RECOVER;
+
+	if (t < t1)
+		return target * (BACK_OFF + RECOVER * t);
+	return target * (1.0 + PROBE * (t - t1) * (t - t1));
+}
+
+static void
+adaptive_accepted(PaceEntry *e, double now)
+{
+	int64		slot = (int64) floor(now / HIST_SLOT_S);
+	int			i = slot % HIST_SLOTS;
+
+	if (e->hist_slot[i] != slot)
+	{
+		e->hist_slot[i] = slot;
+		e->hist_n[i] = 0;
+	}
+	e->hist_n[i]++;
+	e->ok_since_cut++;
+
+	/* a pace that held nothing back has shown nothing: it stays */
+	if (now - e->bound_at > BOUND_S)
+		return;
+	if (e->target == 0)
+		e->rate += SLOW_START;
+	else
+	{
+		e->since_cut += 1.0 / e->rate;
+		e->rate = adaptive_curve(e->target, e->since_cut);
+		/* this far past the target without a 429: the limit was raised */
+		if (e->rate > RESTART * e->target)
+			e->target = 0;
+	}
+	e->rate = Min(MAX_RATE, e->rate);
+}
+
+/*
+ * The limiter's rate as the acceptances show it, a lower bound: it let
+ * through no more than its burst (one second's worth) plus its rate over
+ * any span, and exactly its rate between two 429s if it was never idle.
+ */
+static double
+measured_limit(PaceEntry *e, double now)
+{
+	int64		cur = (int64) floor(now / HIST_SLOT_S);
+	int64		n = 0;
+	double		best = 0;
+
+	for (int k = 0; k < HIST_SLOTS; k++)
+	{
+		int64		slot = cur - k;
+		int			i = slot % HIST_SLOTS;
+
+		if (e->hist_slot[i] == slot)
+			n += e->hist_n[i];
+		best = Max(best, n / (now - slot * HIST_SLOT_S + 1.0));
+	}
+	if (e->cut_at > 0 && now - e->cut_at >= 1.0)
+		best = Max(best, e->ok_since_cut / (now - e->cut_at));
+	return best;
+}
+
+/*
+ * A 429 at an adaptive pace: the limiter is full.  Once per congestion (the
+ * turns booked at the old pace draw 429s too), the target becomes the
+ * rate measured, and the pace a little under it.
+ */
+static void
+adaptive_refused(PaceEntry *e, double now)
+{
+	double		est;
+	double		lo;
+
+	if (now < e->cut_until)
+		return;
+	if (e->target > 0 && now - e->cut_at < CONTINUED_S)
+	{
+		/* still too fast: the limiter was full all along, what passed is its rate */
+		est = e->ok_since_cut / (now - e->cut_at);
+		lo = DECREASE * e->rate;
+	}
+	else
+	{
+		est = measured_limit(e, now);
+		lo = e->target > 0 || est <= 0 ? DECREASE * e->rate : MIN_RATE;
+	}
+	e->target = Max(lo, Min(est, e->rate));
+	e->rate = Max(MIN_RATE, BACK_OFF * e->target);
+	e->cut_at = e->last_decrease = now;
+	e->cut_until = Max(now, e->tat) + CUT_GRACE_S;
+	e->since_cut = 0;
+	e->ok_since_cut = 0;
+	e->tat = Max(e->tat, now) + 1.0 / e->rate;
 }
 
 /* 429s and no acceptance for a cluster that others of its instance pass. */
@@ -390,20 +553,21 @@ pacing_answer(const PaceTarget *t, long status, bool accepted,
 
 		if (accepted)
 		{
-			double		cap = e->source == SRC_ROUTE ? e->limit * SHARE : MAX_RATE;
-
 			e->last_ok = now;
 			e->n429 = 0;
 			e->sent++;
-			e->rate = Min(cap, e->source != SRC_ROUTE && !e->congested ?
-						  e->rate + SLOW_START : e->rate + INCREASE / e->rate);
+			if (e->source == SRC_ROUTE)
+				e->rate = Min(e->limit * SHARE, e->rate + INCREASE / e->rate);
+			else
+				adaptive_accepted(e, now);
 			continue;
 		}
 		e->throttled++;
-		e->congested = true;
 		if (e->n429++ == 0)
 			e->first_429 = now;
-		if (now - e->last_decrease >= DECREASE_EVERY_S)
+		if (e->source != SRC_ROUTE)
+			adaptive_refused(e, now);
+		else if (now - e->last_decrease >= DECREASE_EVERY_S)
 		{
 			e->rate = Max(MIN_RATE, e->rate * DECREASE);
 			e->last_decrease = now;
@@ -475,7 +639,9 @@ pacing_describe(StringInfo out, double now)
 							 ", \"scheduled\": %.0f, \"sent\": " INT64_FORMAT ", \"throttled\": " INT64_FORMAT,
 							 first ? "" : ", ", e->key.instance_id, e->key.cluster_id,
 							 source_names[e->source],
-							 e->source == SRC_ROUTE ? psprintf("%.0f", e->limit) : "null",
+							 e->source == SRC_ROUTE ? psprintf("%.0f", e->limit) :
+							 e->source == SRC_ADAPTIVE && e->target > 0 ?
+							 psprintf("%.1f", e->target) : "null",
 							 e->source == SRC_UNKNOWN ? 0 : e->rate,
 							 e->source == SRC_UNKNOWN ? 0 : ceil(ahead * e->rate),
 							 e->sent, e->throttled);

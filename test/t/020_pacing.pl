@@ -3,8 +3,9 @@
 # with, learns each cluster's job_rate_limit from GET /oapi/v1/clusters/<id>,
 # creates every job with few 429s and none counted as an attempt, follows a
 # limit changed while jobs are in flight, adapts to 429s when its token may
-# not read clusters, and fails a job for a cluster that does not exist
-# within seconds, naming the cluster.
+# not read clusters (to a pace near the limit, also after another client's
+# burst), and fails a job for a cluster that does not exist within seconds,
+# naming the cluster.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -160,6 +161,45 @@ $node->poll_query_until('postgres',
 is(jobs_where('adaptive', "state = 'failed' OR attempts > 1"), '0',
 	'without the clusters route, every job created and none failed');
 is(pace_of(3, 3)->{source}, 'adapting to 429s', 'the pace of cluster 3 adapts to 429s');
+($ok, $limited) = posts('/adaptive/');
+ok($limited <= 0.1 * ($ok + $limited),
+	"without the clusters route, 429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
+
+# ---- adapting: near the limit, also after another client used it up ------
+# The limiter lets through no more than its rate plus one second's burst,
+# so the limit measured from 429s is not above it (but for the clock's
+# jitter); a pace far under it would mean the 429s of another client's
+# burst held ours back for good.
+queue(3, 'shared', 400, '[2]');
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 60 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
+  or die 'jobs for cluster 2 not created';
+my $other = HTTP::Tiny->new;
+my $burst = 0;
+for my $i (1 .. 20)
+{
+	my $r = $other->request('POST', "http://127.0.0.1:$port/oapi/v1/jobs",
+		{
+			headers => { 'Authorization' => 'Bearer t-full', 'Content-Type' => 'application/json' },
+			content => encode_json({
+				type => 'preheat', scheduler_cluster_ids => [2],
+				args => { type => 'image', url => "https://harbor.example.com/v2/library/other/manifests/$i" } })
+		});
+	$burst++ if $r->{status} == 200;
+}
+ok($burst > 0, "another client created $burst jobs on cluster 2 meanwhile");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 400 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
+  or die 'jobs sharing cluster 2 not all created';
+($ok, $limited) = posts('/shared/');
+is($ok, 400, 'every job sharing the limit created once');
+ok($limited <= 0.1 * ($ok + $limited), "429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
+is(jobs_where('shared', "state = 'failed' OR attempts > 1"), '0', 'no job failed or was counted a second attempt');
+my $p = pace_of(3, 2);
+is($p->{source}, 'adapting to 429s', 'the pace of cluster 2 adapts to 429s');
+ok(defined $p->{job_rate_limit} && $p->{job_rate_limit} >= 0.5 * 20 && $p->{job_rate_limit} <= 1.25 * 20,
+	'the limit measured from 429s is near cluster 2\'s 20 jobs/s (' . ($p->{job_rate_limit} // 'null') . ')');
+ok($p->{pace} >= 0.5 * 20, "the pace is not held far under it after the burst ($p->{pace})");
 
 $node->stop;
 done_testing();
