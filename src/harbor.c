@@ -37,6 +37,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -1014,13 +1015,14 @@ static LockedTable locked_tables[MAX_ROW_SOURCES * 2];
 static int	nlocked_tables = 0;
 static uint64 locked_epoch = 0;
 
-/* Locks relid for the rest of the epoch; its size then, or now with refresh. */
-static BlockNumber
-locked_table_blocks(Oid relid, bool refresh)
+/*
+ * The tables locked in this check epoch, and their sizes once read.  Locks
+ * first: taking one takes in other sessions' catalog changes, which must be
+ * seen before a table is opened.
+ */
+static LockedTable *
+locked_table(Oid relid)
 {
-	Relation	rel;
-	BlockNumber n;
-
 	if (locked_epoch != check_epoch)
 	{
 		nlocked_tables = 0;
@@ -1028,24 +1030,30 @@ locked_table_blocks(Oid relid, bool refresh)
 	}
 	for (int i = 0; i < nlocked_tables; i++)
 		if (locked_tables[i].relid == relid)
-		{
-			if (refresh)
-			{
-				rel = table_open(relid, NoLock);
-				locked_tables[i].nblocks = RelationGetNumberOfBlocks(rel);
-				table_close(rel, NoLock);
-			}
-			return locked_tables[i].nblocks;
-		}
-	rel = table_open(relid, AccessShareLock);
+			return &locked_tables[i];
+	LockRelationOid(relid, AccessShareLock);
+	if (locked_epoch != check_epoch || nlocked_tables == lengthof(locked_tables))
+		return NULL;			/* the lock moved the epoch: lock again next time */
+	locked_tables[nlocked_tables].relid = relid;
+	locked_tables[nlocked_tables].nblocks = InvalidBlockNumber;
+	return &locked_tables[nlocked_tables++];
+}
+
+/* The size of relid, locked (above), read once per epoch or now with refresh. */
+static BlockNumber
+locked_table_blocks(Oid relid, bool refresh)
+{
+	LockedTable *t = locked_table(relid);
+	Relation	rel;
+	BlockNumber n;
+
+	if (t && t->nblocks != InvalidBlockNumber && !refresh)
+		return t->nblocks;
+	rel = table_open(relid, NoLock);
 	n = RelationGetNumberOfBlocks(rel);
 	table_close(rel, NoLock);
-	if (locked_epoch == check_epoch && nlocked_tables < lengthof(locked_tables))
-	{
-		locked_tables[nlocked_tables].relid = relid;
-		locked_tables[nlocked_tables].nblocks = n;
-		nlocked_tables++;
-	}
+	if (t && locked_epoch == check_epoch)
+		t->nblocks = n;
 	return n;
 }
 
@@ -1100,9 +1108,8 @@ sources_current(RowCache *c, Snapshot snap)
 		return false;
 	if (!harbor_prepare(c->query, &h, false) || h.nsp != c->nsp || h.owner != c->owner)
 		return false;
-	/* lock first: the locks take in other sessions' catalog changes */
 	for (int i = 0; i < c->nsources; i++)
-		(void) locked_table_blocks(c->sources[i].relid, false);
+		(void) locked_table(c->sources[i].relid);
 	if (c->generation != catalog_generation)
 		return false;
 	for (int i = 0; i < c->nsources; i++)
