@@ -544,15 +544,58 @@ p2p_preheat_registry_url(PG_FUNCTION_ARGS)
 
 /* preheat() and preheat_url() --------------------------------------------- */
 
+/*
+ * The last extra_attrs that passed, with what ea_check() read to pass them
+ * (the vendor, the document and the two settings it obeys), and their
+ * normalized form: a loop queues the same policy's attributes every call.
+ */
+static struct
+{
+	MemoryContext cxt;
+	bool		valid;
+	char	   *vendor;			/* NULL for none */
+	char	   *doc;
+	int			len;
+	bool		allow_unknown;
+	int			max_size_kb;
+	Jsonb	   *normalized;
+} last_attrs;
+
 /* extra_attrs as they will be sent, or the validation's error. */
 static Jsonb *
 validated_attrs(const char *vendor, const char *doc, int len)
 {
 	Jsonb	   *normalized;
-	List	   *problems = ea_check(vendor, doc ? doc : "", doc ? len : 0, false, &normalized);
+	List	   *problems;
 
+	if (doc == NULL)
+		doc = "", len = 0;
+	if (last_attrs.valid && last_attrs.len == len &&
+		last_attrs.allow_unknown == ea_allow_unknown_attrs &&
+		last_attrs.max_size_kb == ea_max_size_kb &&
+		(vendor == NULL ? last_attrs.vendor == NULL :
+		 last_attrs.vendor != NULL && strcmp(vendor, last_attrs.vendor) == 0) &&
+		memcmp(doc, last_attrs.doc, len) == 0)
+		return last_attrs.normalized;
+	problems = ea_check(vendor, doc, len, false, &normalized);
 	if (problems != NIL)
 		ea_report(linitial(problems), list_length(problems), NULL);
+
+	if (last_attrs.cxt == NULL)
+		last_attrs.cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat extra_attrs",
+											   ALLOCSET_SMALL_SIZES);
+	last_attrs.valid = false;
+	MemoryContextReset(last_attrs.cxt);
+	last_attrs.vendor = vendor ? MemoryContextStrdup(last_attrs.cxt, vendor) : NULL;
+	last_attrs.doc = MemoryContextAlloc(last_attrs.cxt, len + 1);
+	memcpy(last_attrs.doc, doc, len);
+	last_attrs.doc[len] = '\0';
+	last_attrs.len = len;
+	last_attrs.allow_unknown = ea_allow_unknown_attrs;
+	last_attrs.max_size_kb = ea_max_size_kb;
+	last_attrs.normalized = MemoryContextAlloc(last_attrs.cxt, VARSIZE(normalized));
+	memcpy(last_attrs.normalized, normalized, VARSIZE(normalized));
+	last_attrs.valid = true;
 	return normalized;
 }
 
