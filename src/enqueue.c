@@ -62,10 +62,14 @@ static KeptPlan insert_one = {
 	4, {INT4OID, INT4OID, TEXTOID, JSONBOID}
 };
 
-/* The open identical job that kept the insert from happening. */
+/*
+ * The open identical job that kept the insert from happening (through the
+ * identity index, whose URLs are in collation "C").
+ */
 static KeptPlan find_one = {
 	"SELECT j.id FROM p2p_preheat.job j"
-	" WHERE j.instance_id = $1 AND j.url = $2 AND md5(j.attrs::text) = md5($3::text) AND j.open",
+	" WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = $2 AND md5(j.attrs::text) = md5($3::text)"
+	"   AND j.open",
 	3, {INT4OID, TEXTOID, JSONBOID}
 };
 
@@ -85,7 +89,8 @@ static KeptPlan insert_many = {
 static KeptPlan find_many = {
 	"SELECT m AS url,"
 	"       (SELECT j.id FROM p2p_preheat.job j"
-	"         WHERE j.instance_id = $1 AND j.url = m AND md5(j.attrs::text) = md5($3::text)"
+	"         WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = m"
+	"           AND md5(j.attrs::text) = md5($3::text)"
 	"           AND j.open) AS job_id"
 	"  FROM unnest($2) m",
 	3, {INT4OID, TEXTARRAYOID, JSONBOID}

@@ -857,9 +857,10 @@ get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
  * the same policy under the same snapshot every time: these read-only
  * queries run with the caller's active snapshot, and what an MVCC snapshot
  * sees is fixed by its xmin, xmax, in-progress transactions and command id.
- * So a row is reused only under a snapshot equal in all of these, within the
- * same check epoch (same transaction, no subtransaction ended since, no
- * catalog change).
+ * So a row is reused at once under a snapshot equal in all of these, within
+ * the same check epoch (same transaction, no subtransaction ended since, no
+ * catalog change); under any other snapshot only once the tuples it came
+ * from vouch for it (sources_current(), below).
  */
 typedef struct RowKey
 {
@@ -893,7 +894,7 @@ typedef struct RowSource
 	ItemPointerData tid;
 	TransactionId xmin;
 	uint32		len;			/* t_len */
-	uint16		infomask2;
+	uint16		natts;			/* t_infomask2 & HEAP_NATTS_MASK */
 	uint16		nullflag;		/* t_infomask & HEAP_HASNULL */
 	uint8		hoff;
 	char	   *data;			/* len - offsetof(HeapTupleHeaderData, t_bits) bytes */
@@ -1093,7 +1094,7 @@ source_unchanged(const RowSource *src, HeapTuple tup)
 	const size_t head = offsetof(HeapTupleHeaderData, t_bits);
 
 	return tup->t_len == src->len && tup->t_data->t_hoff == src->hoff &&
-		tup->t_data->t_infomask2 == src->infomask2 &&
+		(tup->t_data->t_infomask2 & HEAP_NATTS_MASK) == src->natts &&
 		(tup->t_data->t_infomask & HEAP_HASNULL) == src->nullflag &&
 		memcmp((char *) tup->t_data + head, src->data, src->len - head) == 0;
 }
@@ -1238,7 +1239,7 @@ take_sources(RowCache *c, SPITupleTable *tt, Snapshot snap, const HarborRecord *
 			return;
 		src->len = tup.t_len;
 		src->hoff = tup.t_data->t_hoff;
-		src->infomask2 = tup.t_data->t_infomask2;
+		src->natts = tup.t_data->t_infomask2 & HEAP_NATTS_MASK;
 		src->nullflag = tup.t_data->t_infomask & HEAP_HASNULL;
 		src->data = MemoryContextAlloc(c->cxt, src->len - head);
 		memcpy(src->data, (char *) tup.t_data + head, src->len - head);
