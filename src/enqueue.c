@@ -414,32 +414,34 @@ static HarborPolicy *
 runnable_policy(bool isnull, int32 policy_id)
 {
 	HarborPolicy *pol = isnull ? NULL : harbor_policy(policy_id);
-	const char *id = shown_int(isnull, policy_id);
 
 	if (pol == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("preheat policy %s does not exist", id)));
+				 errmsg("preheat policy %s does not exist", shown_int(isnull, policy_id))));
 	if (pol->project == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("the project of preheat policy \"%s\" (id %s) does not exist",
-						shown(pol->name), id)));
+						shown(pol->name), shown_int(isnull, policy_id))));
 	if (pol->enabled_null || !pol->enabled)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("preheat policy \"%s\" (id %s) is disabled", shown(pol->name), id),
+				 errmsg("preheat policy \"%s\" (id %s) is disabled", shown(pol->name),
+						shown_int(isnull, policy_id)),
 				 errhint("Enable the policy in Harbor first.")));
 	if (!pol->instance_found)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("preheat policy \"%s\" (id %s) uses preheat instance %s, which does not exist",
-						shown(pol->name), id, shown_int(pol->provider_id_null, pol->provider_id))));
+						shown(pol->name), shown_int(isnull, policy_id),
+						shown_int(pol->provider_id_null, pol->provider_id))));
 	if (!pol->instance_enabled_null && !pol->instance_enabled)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("preheat policy \"%s\" (id %s) uses preheat instance %s, which is disabled",
-						shown(pol->name), id, shown_int(pol->provider_id_null, pol->provider_id)),
+						shown(pol->name), shown_int(isnull, policy_id),
+						shown_int(pol->provider_id_null, pol->provider_id)),
 				 errhint("Enable the instance in Harbor first.")));
 	return pol;
 }
