@@ -9,8 +9,9 @@
 #   - and the floor under all three: the job's INSERT alone, one statement a
 #     job, from a PL/pgSQL loop.
 # Then the same three calls one statement each, from a PL/pgSQL loop: each
-# statement has a snapshot of its own, so nothing read from Harbor's tables
-# under one is reused by the next (src/harbor.c).
+# statement has a snapshot of its own, so what one read from Harbor's tables
+# is reused by the next only once the tuples it came from are found
+# unchanged under the new snapshot (src/harbor.c).
 # Every call queues a new job (distinct URLs).  Each figure is the best of
 # ROUNDS rounds, each on a fresh database; prints microseconds per job and
 # the ratio to net.http_post().

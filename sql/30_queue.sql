@@ -60,8 +60,11 @@ WITH (fillfactor = 50);
 COMMENT ON TABLE p2p_preheat.job IS
 'Preheat jobs: queued, sending (claimed), running (accepted by Dragonfly, being followed), then succeeded, failed or canceled';
 
--- at most one open job per instance, manifest and arguments
-CREATE UNIQUE INDEX job_open_identity ON p2p_preheat.job (instance_id, url, md5(attrs::text))
+-- at most one open job per instance, manifest and arguments; URLs compared
+-- byte by byte (equality is the same in every deterministic collation, and
+-- the database's own may cost a strcoll() per comparison on every INSERT)
+CREATE UNIQUE INDEX job_open_identity
+	ON p2p_preheat.job (instance_id, url COLLATE "C", md5(attrs::text))
 	WHERE open;
 
 -- what the dispatcher claims next

@@ -62,10 +62,16 @@ static KeptPlan insert_one = {
 	4, {INT4OID, INT4OID, TEXTOID, JSONBOID}
 };
 
-/* The open identical job that kept the insert from happening. */
+/*
+ * The open identical job that kept the insert from happening, through the
+ * identity index: its URLs are in collation "C", and were in the database's
+ * own in a job table created before; equality is the same in both, so the
+ * URL is compared in each and the planner uses whichever the index has.
+ */
 static KeptPlan find_one = {
 	"SELECT j.id FROM p2p_preheat.job j"
-	" WHERE j.instance_id = $1 AND j.url = $2 AND md5(j.attrs::text) = md5($3::text) AND j.open",
+	" WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = $2 AND j.url = $2"
+	"   AND md5(j.attrs::text) = md5($3::text) AND j.open",
 	3, {INT4OID, TEXTOID, JSONBOID}
 };
 
@@ -85,7 +91,8 @@ static KeptPlan insert_many = {
 static KeptPlan find_many = {
 	"SELECT m AS url,"
 	"       (SELECT j.id FROM p2p_preheat.job j"
-	"         WHERE j.instance_id = $1 AND j.url = m AND md5(j.attrs::text) = md5($3::text)"
+	"         WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = m AND j.url = m"
+	"           AND md5(j.attrs::text) = md5($3::text)"
 	"           AND j.open) AS job_id"
 	"  FROM unnest($2) m",
 	3, {INT4OID, TEXTARRAYOID, JSONBOID}
@@ -409,32 +416,34 @@ static HarborPolicy *
 runnable_policy(bool isnull, int32 policy_id)
 {
 	HarborPolicy *pol = isnull ? NULL : harbor_policy(policy_id);
-	const char *id = shown_int(isnull, policy_id);
 
 	if (pol == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("preheat policy %s does not exist", id)));
+				 errmsg("preheat policy %s does not exist", shown_int(isnull, policy_id))));
 	if (pol->project == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("the project of preheat policy \"%s\" (id %s) does not exist",
-						shown(pol->name), id)));
+						shown(pol->name), shown_int(isnull, policy_id))));
 	if (pol->enabled_null || !pol->enabled)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("preheat policy \"%s\" (id %s) is disabled", shown(pol->name), id),
+				 errmsg("preheat policy \"%s\" (id %s) is disabled", shown(pol->name),
+						shown_int(isnull, policy_id)),
 				 errhint("Enable the policy in Harbor first.")));
 	if (!pol->instance_found)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("preheat policy \"%s\" (id %s) uses preheat instance %s, which does not exist",
-						shown(pol->name), id, shown_int(pol->provider_id_null, pol->provider_id))));
+						shown(pol->name), shown_int(isnull, policy_id),
+						shown_int(pol->provider_id_null, pol->provider_id))));
 	if (!pol->instance_enabled_null && !pol->instance_enabled)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("preheat policy \"%s\" (id %s) uses preheat instance %s, which is disabled",
-						shown(pol->name), id, shown_int(pol->provider_id_null, pol->provider_id)),
+						shown(pol->name), shown_int(isnull, policy_id),
+						shown_int(pol->provider_id_null, pol->provider_id)),
 				 errhint("Enable the instance in Harbor first.")));
 	return pol;
 }
@@ -544,15 +553,58 @@ p2p_preheat_registry_url(PG_FUNCTION_ARGS)
 
 /* preheat() and preheat_url() --------------------------------------------- */
 
+/*
+ * The last extra_attrs that passed, with what ea_check() read to pass them
+ * (the vendor, the document and the two settings it obeys), and their
+ * normalized form: a loop queues the same policy's attributes every call.
+ */
+static struct
+{
+	MemoryContext cxt;
+	bool		valid;
+	char	   *vendor;			/* NULL for none */
+	char	   *doc;
+	int			len;
+	bool		allow_unknown;
+	int			max_size_kb;
+	Jsonb	   *normalized;
+} last_attrs;
+
 /* extra_attrs as they will be sent, or the validation's error. */
 static Jsonb *
 validated_attrs(const char *vendor, const char *doc, int len)
 {
 	Jsonb	   *normalized;
-	List	   *problems = ea_check(vendor, doc ? doc : "", doc ? len : 0, false, &normalized);
+	List	   *problems;
 
+	if (doc == NULL)
+		doc = "", len = 0;
+	if (last_attrs.valid && last_attrs.len == len &&
+		last_attrs.allow_unknown == ea_allow_unknown_attrs &&
+		last_attrs.max_size_kb == ea_max_size_kb &&
+		(vendor == NULL ? last_attrs.vendor == NULL :
+		 last_attrs.vendor != NULL && strcmp(vendor, last_attrs.vendor) == 0) &&
+		memcmp(doc, last_attrs.doc, len) == 0)
+		return last_attrs.normalized;
+	problems = ea_check(vendor, doc, len, false, &normalized);
 	if (problems != NIL)
 		ea_report(linitial(problems), list_length(problems), NULL);
+
+	if (last_attrs.cxt == NULL)
+		last_attrs.cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat extra_attrs",
+											   ALLOCSET_SMALL_SIZES);
+	last_attrs.valid = false;
+	MemoryContextReset(last_attrs.cxt);
+	last_attrs.vendor = vendor ? MemoryContextStrdup(last_attrs.cxt, vendor) : NULL;
+	last_attrs.doc = MemoryContextAlloc(last_attrs.cxt, len + 1);
+	memcpy(last_attrs.doc, doc, len);
+	last_attrs.doc[len] = '\0';
+	last_attrs.len = len;
+	last_attrs.allow_unknown = ea_allow_unknown_attrs;
+	last_attrs.max_size_kb = ea_max_size_kb;
+	last_attrs.normalized = MemoryContextAlloc(last_attrs.cxt, VARSIZE(normalized));
+	memcpy(last_attrs.normalized, normalized, VARSIZE(normalized));
+	last_attrs.valid = true;
 	return normalized;
 }
 

@@ -26,14 +26,20 @@
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_opclass.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_relation.h"
+#include "storage/bufmgr.h"
+#include "storage/itemptr.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -97,7 +103,10 @@ static uint64 catalog_generation = 1;
 	"SELECT p.id, p.name::text AS name, p.project_id, pr.name::text AS project," \
 	"       p.provider_id, p.enabled, p.filters::text AS filters, p.trigger::text AS trigger," \
 	"       p.extra_attrs::text AS extra_attrs, i.id IS NOT NULL AS instance_found," \
-	"       i.vendor::text AS vendor, i.enabled AS instance_enabled" \
+	"       i.vendor::text AS vendor, i.enabled AS instance_enabled," \
+	"       p.tableoid AS policy_rel, p.ctid AS policy_tid, p.xmin AS policy_xmin," \
+	"       pr.tableoid AS project_rel, pr.ctid AS project_tid, pr.xmin AS project_xmin," \
+	"       i.tableoid AS instance_rel, i.ctid AS instance_tid, i.xmin AS instance_xmin" \
 	"  FROM %1$s.p2p_preheat_policy p" \
 	"  LEFT JOIN %1$s.project pr ON pr.project_id = p.project_id" \
 	"  LEFT JOIN %1$s.p2p_preheat_instance i ON i.id = p.provider_id"
@@ -113,7 +122,8 @@ static HarborQuery q_policies = {
 };
 
 static HarborQuery q_instance = {
-	"SELECT id, vendor::text AS vendor, enabled, endpoint::text AS endpoint"
+	"SELECT id, vendor::text AS vendor, enabled, endpoint::text AS endpoint,"
+	"       tableoid AS instance_rel, ctid AS instance_tid, xmin AS instance_xmin"
 	"  FROM %1$s.p2p_preheat_instance WHERE id = $1",
 	{"p2p_preheat_instance"}, 1, {INT4OID}
 };
@@ -510,6 +520,44 @@ stop_being_harbor(AsHarbor *s)
 }
 
 /*
+ * The record, and q's tables checked against it; false when Harbor is not
+ * attached and missing_ok.
+ */
+static bool
+harbor_prepare(HarborQuery *q, HarborRecord *h, bool missing_ok)
+{
+	harbor_check_version();
+	if (record_checked)
+		*h = checked_record;
+	else
+	{
+		if (missing_ok)
+		{
+			load_record(h);
+			if (!h->found)
+				return false;
+		}
+		else
+			require_record(h);
+		checked_record = *h;
+		record_checked = true;
+	}
+	if (q->checked_generation != catalog_generation || q->checked_nsp != h->nsp ||
+		q->checked_owner != h->owner)
+	{
+		uint64		generation = catalog_generation;	/* before: a change during the checks counts */
+
+		q->checked_generation = 0;
+		for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
+			check_table(h, q->tables[i]);
+		q->checked_generation = generation;
+		q->checked_nsp = h->nsp;
+		q->checked_owner = h->owner;
+	}
+	return true;
+}
+
+/*
  * Runs q as Harbor's owner (SPI must be connected) and returns its rows, or
  * NULL when Harbor is not attached and missing_ok.
  */
@@ -521,35 +569,8 @@ harbor_run(HarborQuery *q, Datum *args, const char *nulls, bool read_only,
 	AsHarbor	s;
 	int			rc;
 
-	harbor_check_version();
-	if (record_checked)
-		h = checked_record;
-	else
-	{
-		if (missing_ok)
-		{
-			load_record(&h);
-			if (!h.found)
-				return NULL;
-		}
-		else
-			require_record(&h);
-		checked_record = h;
-		record_checked = true;
-	}
-	if (q->checked_generation != catalog_generation || q->checked_nsp != h.nsp ||
-		q->checked_owner != h.owner)
-	{
-		uint64		generation = catalog_generation;	/* before: a change during the checks counts */
-
-		q->checked_generation = 0;
-		for (int i = 0; i < lengthof(q->tables) && q->tables[i]; i++)
-			check_table(&h, q->tables[i]);
-		q->checked_generation = generation;
-		q->checked_nsp = h.nsp;
-		q->checked_owner = h.owner;
-	}
-
+	if (!harbor_prepare(q, &h, missing_ok))
+		return NULL;
 	become_harbor(&h, &s);
 	if (q->plan == NULL || strcmp(NameStr(q->plan_schema), NameStr(h.schema)) != 0)
 	{
@@ -836,9 +857,10 @@ get_bool(SPITupleTable *tt, uint64 row, const char *name, bool *isnull)
  * the same policy under the same snapshot every time: these read-only
  * queries run with the caller's active snapshot, and what an MVCC snapshot
  * sees is fixed by its xmin, xmax, in-progress transactions and command id.
- * So a row is reused only under a snapshot equal in all of these, within the
- * same check epoch (same transaction, no subtransaction ended since, no
- * catalog change).
+ * So a row is reused at once under a snapshot equal in all of these, within
+ * the same check epoch (same transaction, no subtransaction ended since, no
+ * catalog change); under any other snapshot only once the tuples it came
+ * from vouch for it (sources_current(), below).
  */
 typedef struct RowKey
 {
@@ -858,13 +880,48 @@ typedef struct RowKey
 /* A copy of a kept row into a memory context. */
 typedef void *(*RowCopy) (MemoryContext cxt, const void *row);
 
-/* One kept row: its key, and its copy in a context of its own. */
+/*
+ * One tuple a kept row was read from: a row of one of Harbor's tables, found
+ * by a unique integer key, as it was stored (table, TID, xmin and the bytes
+ * after its header).
+ */
+typedef struct RowSource
+{
+	const char *table;
+	const char *key_column;
+	const char *prefix;			/* of the query's tableoid/ctid/xmin columns */
+	Oid			relid;
+	ItemPointerData tid;
+	TransactionId xmin;
+	uint32		len;			/* t_len */
+	uint16		natts;			/* t_infomask2 & HEAP_NATTS_MASK */
+	uint16		nullflag;		/* t_infomask & HEAP_HASNULL */
+	uint8		hoff;
+	char	   *data;			/* len - offsetof(HeapTupleHeaderData, t_bits) bytes */
+} RowSource;
+
+#define MAX_ROW_SOURCES 3
+
+/*
+ * One kept row: its key, its copy in a context of its own, and what vouches
+ * for it under a later snapshot: its sources, if it can have them (see
+ * sources_current()), the catalog generation before it was read, and the
+ * record it was read with.
+ */
 typedef struct RowCache
 {
 	MemoryContext cxt;
+	MemoryContext keycxt;		/* the snapshot key's arrays */
 	RowKey		key;
 	void	   *row;
 	RowCopy		copy;
+	HarborQuery *query;
+	bool		vouched;
+	int			nsources;
+	RowSource	sources[MAX_ROW_SOURCES];
+	uint64		generation;
+	Oid			nsp;
+	Oid			owner;
 } RowCache;
 
 /* The active snapshot, if it is an MVCC one. */
@@ -920,29 +977,305 @@ take_row_key(RowKey *k, int id, uint64 epoch, Snapshot snap, MemoryContext cxt)
 	k->valid = true;
 }
 
+/*
+ * A kept row under a later snapshot.
+ *
+ * Each statement of a PL/pgSQL loop, or each autocommit call, has a snapshot
+ * of its own, so the snapshot key above misses; running the query again
+ * costs more than queueing.  Instead, the tuples the row was read from are
+ * looked at again, by TID, under the new snapshot.  The row is current when
+ * each of them is still visible with the same xmin and the same bytes:
+ *  - the query finds each of its tables' rows by an integer key that a
+ *    valid, immediate, non-partial unique btree index covers, in a plain
+ *    heap table without inheritance children or row-level security; so an
+ *    MVCC snapshot sees at most one row per key (a second visible one would
+ *    have failed the unique check when it was inserted), and the visible
+ *    tuple with that key is the only row the query could find;
+ *  - its bytes (no TOAST pointers: those are refused) hold every value the
+ *    query read from it, and the tuple descriptor is unchanged while the
+ *    catalog generation is;
+ *  - the record and the table checks are redone as for the query.
+ * Visibility is the snapshot's own rule, so a change this transaction made
+ * (or that a subtransaction rolled back) counts as it does for the query.
+ * Anything else (a tuple no longer visible, another catalog generation, a
+ * serializable transaction, whose reads must take predicate locks) runs the
+ * query again.  No user code runs: only the buffer manager and visibility.
+ *
+ * The tables are locked as the query locks them, once per check epoch: the
+ * lock is then held to the end of the transaction (or until a
+ * subtransaction ends, which moves the epoch), so no VACUUM can truncate them
+ * and their size read with the lock holds until then.
+ */
+typedef struct LockedTable
+{
+	Oid			relid;
+	BlockNumber nblocks;
+} LockedTable;
+
+static LockedTable locked_tables[MAX_ROW_SOURCES * 2];
+static int	nlocked_tables = 0;
+static uint64 locked_epoch = 0;
+
+/*
+ * The tables locked in this check epoch, and their sizes once read.  Locks
+ * first: taking one takes in other sessions' catalog changes, which must be
+ * seen before a table is opened.
+ */
+static LockedTable *
+locked_table(Oid relid)
+{
+	if (locked_epoch != check_epoch)
+	{
+		nlocked_tables = 0;
+		locked_epoch = check_epoch;
+	}
+	for (int i = 0; i < nlocked_tables; i++)
+		if (locked_tables[i].relid == relid)
+			return &locked_tables[i];
+	LockRelationOid(relid, AccessShareLock);
+	if (locked_epoch != check_epoch || nlocked_tables == lengthof(locked_tables))
+		return NULL;			/* the lock moved the epoch: lock again next time */
+	locked_tables[nlocked_tables].relid = relid;
+	locked_tables[nlocked_tables].nblocks = InvalidBlockNumber;
+	return &locked_tables[nlocked_tables++];
+}
+
+/* The size of relid, locked (above), read once per epoch or now with refresh. */
+static BlockNumber
+locked_table_blocks(Oid relid, bool refresh)
+{
+	LockedTable *t = locked_table(relid);
+	Relation	rel;
+	BlockNumber n;
+
+	if (t && t->nblocks != InvalidBlockNumber && !refresh)
+		return t->nblocks;
+	rel = table_open(relid, NoLock);
+	n = RelationGetNumberOfBlocks(rel);
+	table_close(rel, NoLock);
+	if (t && locked_epoch == check_epoch)
+		t->nblocks = n;
+	return n;
+}
+
+/*
+ * The tuple of src under snap, pinned in *buf, if it is still that version;
+ * the caller releases *buf.  relid is locked.
+ */
+static bool
+fetch_source(const RowSource *src, Snapshot snap, BlockNumber nblocks, HeapTuple tup,
+			 Buffer *buf)
+{
+	Relation	rel;
+	bool		found;
+
+	*buf = InvalidBuffer;
+	if (ItemPointerGetBlockNumber(&src->tid) >= nblocks)
+		return false;
+	rel = table_open(src->relid, NoLock);
+	tup->t_self = src->tid;
+	found = heap_fetch(rel, snap, tup, buf, false);
+	table_close(rel, NoLock);
+	if (!found)
+		return false;
+	if (HeapTupleHeaderGetRawXmin(tup->t_data) != src->xmin ||
+		HeapTupleHasExternal(tup))
+	{
+		ReleaseBuffer(*buf);
+		*buf = InvalidBuffer;
+		return false;
+	}
+	return true;
+}
+
+static bool
+source_unchanged(const RowSource *src, HeapTuple tup)
+{
+	const size_t head = offsetof(HeapTupleHeaderData, t_bits);
+
+	return tup->t_len == src->len && tup->t_data->t_hoff == src->hoff &&
+		(tup->t_data->t_infomask2 & HEAP_NATTS_MASK) == src->natts &&
+		(tup->t_data->t_infomask & HEAP_HASNULL) == src->nullflag &&
+		memcmp((char *) tup->t_data + head, src->data, src->len - head) == 0;
+}
+
+/* Whether c's row is what its query would return under snap (see above). */
+static bool
+sources_current(RowCache *c, Snapshot snap)
+{
+	HarborRecord h;
+
+	if (!c->vouched || IsolationIsSerializable())
+		return false;
+	if (!harbor_prepare(c->query, &h, false) || h.nsp != c->nsp || h.owner != c->owner)
+		return false;
+	for (int i = 0; i < c->nsources; i++)
+		(void) locked_table(c->sources[i].relid);
+	if (c->generation != catalog_generation)
+		return false;
+	for (int i = 0; i < c->nsources; i++)
+	{
+		HeapTupleData tup;
+		Buffer		buf;
+		bool		same;
+
+		if (!fetch_source(&c->sources[i], snap,
+						  locked_table_blocks(c->sources[i].relid, false), &tup, &buf))
+			return false;
+		same = source_unchanged(&c->sources[i], &tup);
+		ReleaseBuffer(buf);
+		if (!same)
+			return false;
+	}
+	return true;
+}
+
 /* The kept row of id, copied into the caller's context, or NULL. */
 static void *
 reuse_row(RowCache *c, int id)
 {
-	return row_key_matches(&c->key, id) ? c->copy(CurrentMemoryContext, c->row) : NULL;
+	Snapshot	snap;
+
+	if (row_key_matches(&c->key, id))
+		return c->copy(CurrentMemoryContext, c->row);
+	if (!c->key.valid || c->key.id != id || (snap = mvcc_snapshot()) == NULL ||
+		!sources_current(c, snap))
+		return NULL;
+	/* current under this snapshot too: keyed by it from now on */
+	MemoryContextReset(c->keycxt);
+	take_row_key(&c->key, id, check_epoch, snap, c->keycxt);
+	return c->copy(CurrentMemoryContext, c->row);
 }
 
 /*
- * Keeps row, read under snap when the epoch was epoch; only if the same
- * snapshot is still active and nothing moved the epoch while it was read.
+ * Whether a source's table may vouch for rows found by key_column: see
+ * sources_current().  Its lock is held (the query took it).
+ */
+static bool
+table_can_vouch(Oid relid, const char *key_column)
+{
+	Relation	rel = table_open(relid, NoLock);
+	AttrNumber	key = get_attnum(relid, key_column);
+	bool		ok = false;
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
+		rel->rd_rel->relhassubclass || rel->rd_rel->relrowsecurity ||
+		key == InvalidAttrNumber || get_atttype(relid, key) != INT4OID)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index ind;
+		bool		isnull;
+		oidvector  *opclasses;
+
+		if (!HeapTupleIsValid(itup))
+			continue;
+		ind = (Form_pg_index) GETSTRUCT(itup);
+		opclasses = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, itup,
+																  Anum_pg_index_indclass,
+																  &isnull));
+		if (ind->indisunique && ind->indimmediate && ind->indisvalid && ind->indislive &&
+			ind->indisready && ind->indnkeyatts == 1 && ind->indkey.values[0] == key &&
+			!isnull && opclasses->values[0] == INT4_BTREE_OPS_OID &&
+			heap_attisnull(itup, Anum_pg_index_indexprs, NULL) &&
+			heap_attisnull(itup, Anum_pg_index_indpred, NULL))
+			ok = true;
+		ReleaseSysCache(itup);
+		if (ok)
+			break;
+	}
+	list_free(indexes);
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/*
+ * Records, from row 0 of the query's result, the tuples of c's sources
+ * (read under snap, the record h): c->vouched when each can vouch.
  */
 static void
-keep_row(RowCache *c, int id, const void *row, Snapshot snap, uint64 epoch)
+take_sources(RowCache *c, SPITupleTable *tt, Snapshot snap, const HarborRecord *h)
+{
+	c->vouched = false;
+	if (IsolationIsSerializable())
+		return;
+	for (int i = 0; i < c->nsources; i++)
+	{
+		RowSource  *src = &c->sources[i];
+		char		col[NAMEDATALEN];
+		bool		n1,
+					n2,
+					n3;
+		Datum		rel,
+					tid,
+					xmin;
+		HeapTupleData tup;
+		Buffer		buf;
+		const size_t head = offsetof(HeapTupleHeaderData, t_bits);
+
+		snprintf(col, sizeof(col), "%s_rel", src->prefix);
+		rel = get_col(tt, 0, col, &n1);
+		snprintf(col, sizeof(col), "%s_tid", src->prefix);
+		tid = get_col(tt, 0, col, &n2);
+		snprintf(col, sizeof(col), "%s_xmin", src->prefix);
+		xmin = get_col(tt, 0, col, &n3);
+		/* never a row that is not there */
+		if (n1 || n2 || n3)
+			return;
+		src->relid = DatumGetObjectId(rel);
+		src->tid = *(ItemPointer) DatumGetPointer(tid);
+		src->xmin = DatumGetTransactionId(xmin);
+		if (src->relid != get_relname_relid(src->table, h->nsp) ||
+			!table_can_vouch(src->relid, src->key_column))
+			return;
+		if (!fetch_source(src, snap, locked_table_blocks(src->relid, true), &tup, &buf))
+			return;
+		src->len = tup.t_len;
+		src->hoff = tup.t_data->t_hoff;
+		src->natts = tup.t_data->t_infomask2 & HEAP_NATTS_MASK;
+		src->nullflag = tup.t_data->t_infomask & HEAP_HASNULL;
+		src->data = MemoryContextAlloc(c->cxt, src->len - head);
+		memcpy(src->data, (char *) tup.t_data + head, src->len - head);
+		ReleaseBuffer(buf);
+	}
+	c->vouched = true;
+}
+
+/*
+ * Keeps row, read under snap when the epoch was epoch and the catalog
+ * generation was generation; only if the same snapshot is still active and
+ * nothing moved the epoch while it was read.
+ */
+static void
+keep_row(RowCache *c, int id, const void *row, SPITupleTable *tt, Snapshot snap,
+		 uint64 epoch, uint64 generation)
 {
 	if (snap == NULL || snap != mvcc_snapshot() || epoch != check_epoch)
 		return;
 	if (c->cxt == NULL)
+	{
 		c->cxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row",
 									   ALLOCSET_SMALL_SIZES);
+		c->keycxt = AllocSetContextCreate(TopMemoryContext, "p2p_preheat Harbor row key",
+										  ALLOCSET_SMALL_SIZES);
+	}
 	c->key.valid = false;
+	c->vouched = false;
 	MemoryContextReset(c->cxt);
+	MemoryContextReset(c->keycxt);
 	c->row = c->copy(c->cxt, row);
-	take_row_key(&c->key, id, epoch, snap, c->cxt);
+	c->generation = generation;
+	c->nsp = checked_record.nsp;
+	c->owner = checked_record.owner;
+	take_sources(c, tt, snap, &checked_record);
+	take_row_key(&c->key, id, epoch, snap, c->keycxt);
 }
 
 static char *
@@ -979,8 +1312,16 @@ copy_instance(MemoryContext cxt, const void *row)
 	return c;
 }
 
-static RowCache policy_cache = {.copy = copy_policy};
-static RowCache instance_cache = {.copy = copy_instance};
+static RowCache policy_cache = {
+	.copy = copy_policy, .query = &q_policy, .nsources = 3,
+	.sources = {{"p2p_preheat_policy", "id", "policy"},
+				{"project", "project_id", "project"},
+				{"p2p_preheat_instance", "id", "instance"}}
+};
+static RowCache instance_cache = {
+	.copy = copy_instance, .query = &q_instance, .nsources = 1,
+	.sources = {{"p2p_preheat_instance", "id", "instance"}}
+};
 
 HarborPolicy *
 harbor_policy(int policy_id)
@@ -993,6 +1334,7 @@ harbor_policy(int policy_id)
 	bool		isnull;
 	Snapshot	snap = mvcc_snapshot();
 	uint64		epoch = check_epoch;
+	uint64		generation = catalog_generation;
 
 	if ((p = reuse_row(&policy_cache, policy_id)) != NULL)
 		return p;
@@ -1014,7 +1356,7 @@ harbor_policy(int policy_id)
 	p->vendor = get_text(tt, 0, "vendor");
 	p->instance_enabled = get_bool(tt, 0, "instance_enabled", &p->instance_enabled_null);
 	MemoryContextSwitchTo(old);
-	keep_row(&policy_cache, policy_id, p, snap, epoch);
+	keep_row(&policy_cache, policy_id, p, tt, snap, epoch, generation);
 	return p;
 }
 
@@ -1029,6 +1371,7 @@ harbor_instance(int instance_id)
 	bool		isnull;
 	Snapshot	snap = mvcc_snapshot();
 	uint64		epoch = check_epoch;
+	uint64		generation = catalog_generation;
 
 	if ((inst = reuse_row(&instance_cache, instance_id)) != NULL)
 		return inst;
@@ -1042,7 +1385,7 @@ harbor_instance(int instance_id)
 	inst->enabled = get_bool(tt, 0, "enabled", &inst->enabled_null);
 	inst->endpoint = get_text(tt, 0, "endpoint");
 	MemoryContextSwitchTo(old);
-	keep_row(&instance_cache, instance_id, inst, snap, epoch);
+	keep_row(&instance_cache, instance_id, inst, tt, snap, epoch, generation);
 	return inst;
 }
 

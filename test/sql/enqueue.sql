@@ -125,5 +125,41 @@ UPDATE p2p_preheat_instance SET enabled = false WHERE id = 1;
 SELECT try($$SELECT p2p_preheat.preheat(1, 'cache', '5')$$);
 ROLLBACK;
 
+-- ... and under a later snapshot (each statement has its own) only while
+-- the tuples it came from are still the visible ones: a change this
+-- transaction makes, or undoes with a savepoint, is seen by the next call
+BEGIN;
+SELECT p2p_preheat.preheat(1, 'snap', '1') AS j \gset
+SELECT image, attrs FROM jobs WHERE id = :j;
+SAVEPOINT s;
+UPDATE project SET name = 'moved' WHERE project_id = 1;
+SELECT p2p_preheat.preheat(1, 'snap', '2') AS j \gset
+SELECT image, attrs FROM jobs WHERE id = :j;
+ROLLBACK TO SAVEPOINT s;
+SELECT p2p_preheat.preheat(1, 'snap', '3') AS j \gset
+SELECT image, attrs FROM jobs WHERE id = :j;
+SAVEPOINT t;
+UPDATE p2p_preheat_policy SET extra_attrs = '{"scope": "all_peers"}' WHERE id = 1;
+SELECT p2p_preheat.preheat(1, 'snap', '4') AS j \gset
+SELECT image, attrs FROM jobs WHERE id = :j;
+ROLLBACK TO SAVEPOINT t;
+SELECT p2p_preheat.preheat(1, 'snap', '5') AS j \gset
+SELECT image, attrs FROM jobs WHERE id = :j;
+SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/snap/manifests/6') AS j \gset
+UPDATE p2p_preheat_instance SET vendor = 'kraken' WHERE id = 1;
+SELECT try($$SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/snap/manifests/7', '{"scope": "everywhere"}') > 0$$);
+ROLLBACK;
+-- a loop, a statement per call, that disables the policy and then its
+-- instance halfway: the call after each change refuses
+SELECT try($q$DO $do$ BEGIN FOR g IN 1..4 LOOP
+	IF g = 3 THEN UPDATE p2p_preheat_policy SET enabled = false WHERE id = 1; END IF;
+	PERFORM p2p_preheat.preheat(1, 'loop', g::text);
+END LOOP; END $do$$q$);
+SELECT try($q$DO $do$ BEGIN FOR g IN 1..4 LOOP
+	IF g = 2 THEN UPDATE p2p_preheat_instance SET enabled = false WHERE id = 1; END IF;
+	PERFORM p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/loop/manifests/' || g);
+	PERFORM p2p_preheat.preheat(1, 'loop', g::text);
+END LOOP; END $do$$q$);
+
 \c postgres
 DROP DATABASE harbor_enqueue;
