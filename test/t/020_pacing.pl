@@ -83,6 +83,24 @@ sub jobs_where
 		"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%/$marker/%' AND $cond");
 }
 
+# Waits until the n jobs whose URL holds /$marker/ are all created in
+# Dragonfly, then asserts what every paced run must give: each created
+# once, 429s at most a tenth of the POSTs, none failed or counted twice.
+sub created_once
+{
+	my ($marker, $n, $what) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = $n FROM p2p_preheat.job WHERE url LIKE '%/$marker/%' AND state = 'running'")
+	  or die "$what: jobs not all created";
+	my ($ok, $limited) = posts("/$marker/");
+	is($ok, $n, "$what: every job created once");
+	ok($limited <= 0.1 * ($ok + $limited),
+		"$what: 429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
+	is(jobs_where($marker, "state = 'failed' OR attempts > 1"), '0',
+		"$what: no job failed or was counted a second attempt");
+	return;
+}
+
 sub pace_of
 {
 	my ($instance, $cluster) = @_;
@@ -94,13 +112,7 @@ sub pace_of
 
 # ---- a rate learned from the clusters route; 429s within limits ---------
 queue(1, 'learned', 100, '[1, 2]');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 100 FROM p2p_preheat.job WHERE url LIKE '%/learned/%' AND state = 'running'")
-  or die 'paced jobs not all created';
-my ($ok, $limited) = posts('/learned/');
-is($ok, 100, 'every job naming two limited clusters created once');
-ok($limited <= 0.1 * ($ok + $limited), "429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
-is(jobs_where('learned', 'attempts > 1'), '0', 'no job needed a second attempt');
+created_once('learned', 100, 'two limited clusters, rate learned');
 for my $c (1, 2)
 {
 	my $p = pace_of(1, $c);
@@ -124,13 +136,7 @@ my $res = HTTP::Tiny->new->request('PATCH', "http://127.0.0.1:$port/oapi/v1/clus
 		content => '{"scheduler_cluster_config": {"job_rate_limit": 10}}'
 	});
 is($res->{status}, 200, 'cluster 4 limited to 10 jobs/s while jobs are in flight');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 150 FROM p2p_preheat.job WHERE url LIKE '%/patched/%' AND state = 'running'")
-  or die 'jobs after the PATCH not all created';
-($ok, $limited) = posts('/patched/');
-is($ok, 150, 'every job created once across the change');
-ok($limited <= 0.1 * ($ok + $limited), "429s within limits across the change ($limited of " . ($ok + $limited) . ' POSTs)');
-is(jobs_where('patched', "state = 'failed' OR attempts > 1"), '0', 'no job failed or was counted a second attempt');
+created_once('patched', 150, 'across the change of limit');
 is(pace_of(1, 4)->{job_rate_limit}, 10, 'the new limit learned again from the clusters route');
 
 # ---- an unknown cluster, told by the clusters route ----------------------
@@ -155,15 +161,8 @@ $took = time() - $t0;
 ok($took < 30, "without the clusters route, job for an unknown cluster failed within seconds ($took s)");
 like($node->safe_psql('postgres', "SELECT last_error FROM p2p_preheat.job WHERE url LIKE '%/unknown-429/%'"),
 	qr/scheduler cluster 98 with HTTP 429/, 'its error names the cluster');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 60 FROM p2p_preheat.job WHERE url LIKE '%/adaptive/%' AND state = 'running'")
-  or die 'adaptive jobs not all created';
-is(jobs_where('adaptive', "state = 'failed' OR attempts > 1"), '0',
-	'without the clusters route, every job created and none failed');
+created_once('adaptive', 60, 'without the clusters route');
 is(pace_of(3, 3)->{source}, 'adapting to 429s', 'the pace of cluster 3 adapts to 429s');
-($ok, $limited) = posts('/adaptive/');
-ok($limited <= 0.1 * ($ok + $limited),
-	"without the clusters route, 429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
 
 # ---- adapting: near the limit, also after another client used it up ------
 # The limiter lets through no more than its rate plus one second's burst,
@@ -188,13 +187,7 @@ for my $i (1 .. 20)
 	$burst++ if $r->{status} == 200;
 }
 ok($burst > 0, "another client created $burst jobs on cluster 2 meanwhile");
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 400 FROM p2p_preheat.job WHERE url LIKE '%/shared/%' AND state = 'running'")
-  or die 'jobs sharing cluster 2 not all created';
-($ok, $limited) = posts('/shared/');
-is($ok, 400, 'every job sharing the limit created once');
-ok($limited <= 0.1 * ($ok + $limited), "429s within limits ($limited of " . ($ok + $limited) . ' POSTs)');
-is(jobs_where('shared', "state = 'failed' OR attempts > 1"), '0', 'no job failed or was counted a second attempt');
+created_once('shared', 400, 'sharing the limit with another client');
 my $p = pace_of(3, 2);
 is($p->{source}, 'adapting to 429s', 'the pace of cluster 2 adapts to 429s');
 ok(defined $p->{job_rate_limit} && $p->{job_rate_limit} >= 0.5 * 20 && $p->{job_rate_limit} <= 1.25 * 20,
