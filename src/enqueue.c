@@ -63,15 +63,13 @@ static KeptPlan insert_one = {
 };
 
 /*
- * The open identical job that kept the insert from happening, through the
- * identity index: its URLs are in collation "C", and were in the database's
- * own in a job table created before; equality is the same in both, so the
- * URL is compared in each and the planner uses whichever the index has.
+ * The open identical job that kept the insert from happening (through the
+ * identity index, whose URLs are in collation "C").
  */
 static KeptPlan find_one = {
 	"SELECT j.id FROM p2p_preheat.job j"
-	" WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = $2 AND j.url = $2"
-	"   AND md5(j.attrs::text) = md5($3::text) AND j.open",
+	" WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = $2 AND md5(j.attrs::text) = md5($3::text)"
+	"   AND j.open",
 	3, {INT4OID, TEXTOID, JSONBOID}
 };
 
@@ -91,7 +89,7 @@ static KeptPlan insert_many = {
 static KeptPlan find_many = {
 	"SELECT m AS url,"
 	"       (SELECT j.id FROM p2p_preheat.job j"
-	"         WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = m AND j.url = m"
+	"         WHERE j.instance_id = $1 AND j.url COLLATE \"C\" = m"
 	"           AND md5(j.attrs::text) = md5($3::text)"
 	"           AND j.open) AS job_id"
 	"  FROM unnest($2) m",
