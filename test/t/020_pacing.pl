@@ -12,32 +12,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IPC::Run;
 use JSON::PP;
 use HTTP::Tiny;
 use FindBin;
 use lib "$FindBin::RealBin/../lib";
 use P2PTest;
 
-my $standin = $ENV{STANDIN} or die "STANDIN is not set";
-
 # a stand-in of our own: four clusters with their limits, a token that may
 # read clusters and one that may only create jobs
-my $dir = PostgreSQL::Test::Utils::tempdir;
-my $log = "$dir/standin.log";
-my $h = IPC::Run::start(
-	[
-		$standin, '--host', '127.0.0.1', '--port', '0',
-		'--port-file', "$dir/port", '--log-file', $log,
-		'--token', 't-full', '--token', 't-jobs:job',
-		'--cluster', '1:20', '--cluster', '2:20', '--cluster', '3:10', '--cluster', '4:20'
-	],
-	'>', "$dir/out", '2>&1');
-for (1 .. 100) { last if -s "$dir/port"; sleep(0.05); }
-my $port = slurp_file("$dir/port");
-chomp $port;
-die "stand-in did not start" unless $port =~ /^\d+$/;
-END { $h->kill_kill if $h; }
+my ($port, $log) = own_standin('--token', 't-full', '--token', 't-jobs:job',
+	'--cluster', '1:20', '--cluster', '2:20', '--cluster', '3:10', '--cluster', '4:20');
 
 # POSTs of the jobs whose URL contains $marker: (accepted, refused with 429)
 sub posts
