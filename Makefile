@@ -11,6 +11,8 @@ OBJS = \
 	src/extra_attrs_sql.o \
 	src/harbor.o \
 	src/http.o \
+	src/http_channel.o \
+	src/http_process.o \
 	src/harbor_auth.o \
 	src/harbor_token.o \
 	src/dragonfly.o \

@@ -159,12 +159,16 @@ perf_pid=
 wpid=$(psql -qXAt -d postgres -c "SELECT pid FROM p2p_preheat.worker_status()")
 # the worker's CPU time (user + system, in clock ticks): a figure others' load on the machine does not move
 cpu_ticks() { sed 's/.*) //' "/proc/$wpid/stat" | awk '{ print $12 + $13 }'; }
+# the worker's HTTP process, when it has one (see README, "Architecture")
+hpid=$(psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'p2p_preheat http'")
+http_ticks() { if [ -n "$hpid" ]; then sed 's/.*) //' "/proc/$hpid/stat" | awk '{ print $12 + $13 }'; else echo 0; fi; }
 if [ -n "${PERF_DATA:-}" ]; then
-	perf record -g -o "$PERF_DATA" -p "$wpid" >/dev/null 2>&1 &
+	perf record -g -o "$PERF_DATA" -p "$wpid${hpid:+,$hpid}" >/dev/null 2>&1 &
 	perf_pid=$!
 	sleep 0.5
 fi
 cpu0=$(cpu_ticks)
+hcpu0=$(http_ticks)
 # Start and end by the server's clock: the wake-up, and the last job's
 # record.  Waiting for the end polls only every quarter second: a psql (a
 # new backend) every few milliseconds would take CPU from the worker on a
@@ -175,8 +179,11 @@ until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE
 done
 t1=$(psql -qXAt -d postgres -c "SELECT extract(epoch FROM max(updated_at)) FROM p2p_preheat.job")
 cpu1=$(cpu_ticks)
+hcpu1=$(http_ticks)
 worker_rate=$(rate "$jobs" "$t0" "$t1")
 worker_cpu_us=$(awk -v n="$jobs" -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
+http_cpu_us=$(awk -v n="$jobs" -v a="$hcpu0" -v b="$hcpu1" -v hz="$(getconf CLK_TCK)" \
 	'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
 if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 worker_failed=$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'failed'")
@@ -194,7 +201,7 @@ q_pgnet=$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a)
 q_preheat=$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
 
 awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" -v d="$dispatch_rate" \
-	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v dc="$dispatch_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
+	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v hc="$http_cpu_us" -v dc="$dispatch_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
 	low = ngx < db ? ngx : db
 	printf "%d jobs, one nginx on loopback answering 200 with a Dragonfly job\n", n
 	printf "  nginx ceiling (wrk, 64 connections):      %8.0f req/s\n", ngx
@@ -202,7 +209,7 @@ awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" 
 	printf "  pg_net 0.20.4 (net.http_post, worker):    %8.0f req/s\n", net
 	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s\n", d
 	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed)\n", w, wf
-	printf "  CPU time per job: worker %.1f us, preheat_dispatch() backend %.1f us\n", wc, dc
+	printf "  CPU time per job: worker %.1f us + its HTTP process %.1f us, preheat_dispatch() backend %.1f us\n", wc, hc, dc
 	printf "  worker / lower ceiling (%.0f):            %8.2f (target >= 0.5, stretch 0.75)\n", low, w / low
 	printf "  worker / preheat_dispatch():              %8.2f (target >= 1)\n", w / d
 	printf "  worker / pg_net:                          %8.1f\n", w / net

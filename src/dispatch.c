@@ -830,18 +830,15 @@ start_or_hold(DispatchJob *j, double now)
 	return false;
 }
 
-List *
-dispatch_pump(DispatchQueue *q, long timeout_ms)
+/* Starts what may start now; returns jobs that ended without a request. */
+static List *
+start_some(DispatchQueue *q, double now)
 {
 	List	   *answered = NIL;
-	HttpRequest *done[64];
-	int			n;
 	int			len = list_length(q->jobs);
 	bool		contiguous = true;
-	double		now = now_epoch();
-	ListCell   *lc;
 
-	for (int i = q->next; i < len && http_in_flight() < http_max_in_flight; i++)
+	for (int i = q->next; i < len && http_in_flight() < http_start_limit(); i++)
 	{
 		DispatchJob *j = list_nth(q->jobs, i);
 
@@ -852,6 +849,25 @@ dispatch_pump(DispatchQueue *q, long timeout_ms)
 		else
 			contiguous = false;
 	}
+	return answered;
+}
+
+List *
+dispatch_refill(DispatchQueue *q)
+{
+	return start_some(q, now_epoch());
+}
+
+List *
+dispatch_pump(DispatchQueue *q, long timeout_ms)
+{
+	List	   *answered;
+	HttpRequest *done[64];
+	int			n;
+	double		now = now_epoch();
+	ListCell   *lc;
+
+	answered = start_some(q, now);
 	if (stash != NIL)
 	{
 		/* answers that came in while a lookup waited, lengthof(done) at a time */

@@ -87,6 +87,13 @@ extern void dispatch_prepare(List *jobs);
  */
 extern List *dispatch_pump(DispatchQueue *q, long timeout_ms);
 
+/*
+ * Starts what may start now, without waiting; returns the jobs that ended
+ * without a request.  For the worker, before it turns to SQL, so that its
+ * HTTP process has work meanwhile.
+ */
+extern List *dispatch_refill(DispatchQueue *q);
+
 /* After an error in prepare or pump: stop every transfer, drop stashed answers. */
 extern void dispatch_abort(void);
 

@@ -41,6 +41,7 @@
 
 #include "compat.h"
 #include "http.h"
+#include "http_channel.h"
 
 #define USER_AGENT "p2p_preheat/" P2P_PREHEAT_VERSION
 
@@ -84,9 +85,8 @@ static WaitEventSet *wes = NULL;
 static TimestampTz timer_deadline = 0;	/* 0: no libcurl timer */
 static int	in_flight = 0;
 static HttpRequest *in_flight_list = NULL;
-static bool latch_fired = false;
 
-/* Easy handles between transfers; at most POOL_MAX, and max_in_flight. */
+/* Easy handles between transfers; at most POOL_MAX, and http_start_limit(). */
 #define POOL_MAX 256
 typedef struct PooledHandle
 {
@@ -641,7 +641,7 @@ release_request(HttpRequest *req)
 	if (req->easy)
 	{
 		curl_multi_remove_handle(multi, req->easy);
-		if (pool_len < Min(http_max_in_flight, POOL_MAX))
+		if (pool_len < Min(http_start_limit(), POOL_MAX))
 		{
 			/* nothing of this request stays set: its headers and body go below */
 			forget_request(req->easy);
@@ -676,6 +676,12 @@ http_start(HttpRequest *req)
 {
 	CURL	   *e;
 	struct curl_slist *headers;
+
+	if (http_channel_on)
+	{
+		http_channel_start(req);
+		return;
+	}
 
 	engine_init();
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
@@ -818,6 +824,9 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 	int			nevents;
 	int			n;
 
+	if (http_channel_on || http_channel_in_flight() > 0)
+		return http_channel_wait(timeout_ms, done, max, wait_event_info);
+
 	engine_init();
 	n = collect(done, max);
 	if (n > 0)
@@ -839,10 +848,7 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 	for (int i = 0; i < nevents; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
-		{
 			ResetLatch(MyLatch);
-			latch_fired = true;
-		}
 		if (events[i].events & WL_SOCKET_READABLE)
 		{
 			struct epoll_event ready[64];
@@ -879,6 +885,11 @@ http_wait(long timeout_ms, HttpRequest **done, int max, uint32 wait_event_info)
 void
 http_cancel(HttpRequest *req, const char *why)
 {
+	if (http_channel_on)
+	{
+		http_channel_cancel(req, why);
+		return;
+	}
 	if (req->done || req->easy == NULL)
 		return;
 	release_request(req);
@@ -891,24 +902,31 @@ http_cancel(HttpRequest *req, const char *why)
 	req->done = true;
 }
 
-bool
-http_latch_fired(void)
-{
-	bool		fired = latch_fired;
-
-	latch_fired = false;
-	return fired;
-}
-
 int
 http_in_flight(void)
 {
-	return in_flight;
+	/* the helper's, and answers from it not yet taken */
+	return in_flight + http_channel_in_flight();
+}
+
+int
+http_start_limit(void)
+{
+	return http_channel_on || http_in_helper ?
+		http_max_in_flight * HTTP_CHANNEL_DEPTH : http_max_in_flight;
+}
+
+void
+http_flush(void)
+{
+	if (http_channel_on)
+		http_channel_flush();
 }
 
 void
 http_abort_all(void)
 {
+	http_channel_abort_all();
 	trace_len = 0;				/* nothing may be logged from here: we may be in PG_CATCH */
 	trace_dropped = false;
 	while (in_flight_list)
@@ -927,6 +945,8 @@ http_abort_all(void)
 int
 http_easy_handles(void)
 {
+	if (http_channel_on)
+		return http_channel_easy_handles();
 	return easy_handles;
 }
 
@@ -934,6 +954,8 @@ http_easy_handles(void)
 void
 http_trim_pool(void)
 {
+	if (http_channel_on)
+		http_channel_trim();
 	while (pool_len > 0)
 	{
 		curl_easy_cleanup(pool[--pool_len].easy);
@@ -945,6 +967,7 @@ http_trim_pool(void)
 void
 http_shutdown(void)
 {
+	http_channel_close();
 	http_abort_all();
 	http_trim_pool();
 	/* every handle made is either in flight or pooled: none may be left */

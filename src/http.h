@@ -78,8 +78,15 @@ extern int	http_wait(long timeout_ms, HttpRequest **done, int max,
 
 extern int	http_in_flight(void);
 
-/* Whether the latch fired during a wait since the last call. */
-extern bool http_latch_fired(void);
+/*
+ * How many requests a caller may have started at once: max_in_flight, or
+ * more when a helper process runs them (it queues what its connections
+ * cannot take yet, so it keeps sending while the worker is in SQL).
+ */
+extern int	http_start_limit(void);
+
+/* Hands requests started so far to the helper process now, if there is one. */
+extern void http_flush(void);
 
 /* Stop every transfer in flight (after an error, or on shutdown). */
 extern void http_abort_all(void);

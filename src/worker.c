@@ -54,6 +54,7 @@
 #include "harbor_auth.h"
 #include "harbor_token.h"
 #include "http.h"
+#include "http_channel.h"
 #include "pacing.h"
 #include "worker.h"
 
@@ -83,6 +84,7 @@ typedef struct WorkerShared
 	int			connect_failures;	/* starts that could not connect, in a row */
 	bool		connect_failure_logged;
 	int64		generation;		/* this start of the worker; 0 if none runs */
+	bool		wake_requested; /* a COMMIT queued work since the worker last looked */
 } WorkerShared;
 
 #define PACE_PUBLISH_MS 250
@@ -143,6 +145,7 @@ worker_xact_callback(XactEvent event, void *arg)
 
 				SpinLockAcquire(&shared->mutex);
 				latch = shared->latch;
+				shared->wake_requested = true;
 				SpinLockRelease(&shared->mutex);
 				if (latch)
 					SetLatch(latch);
@@ -448,6 +451,16 @@ typedef struct Batch
  */
 #define CLAIM_AHEAD		8
 
+/*
+ * With an HTTP process, more: it holds http_start_limit() requests, and
+ * jobs it can take next must be claimed before the worker's SQL turn.
+ */
+static int
+claim_cap(void)
+{
+	return http_max_in_flight * CLAIM_AHEAD + (http_start_limit() - http_max_in_flight);
+}
+
 typedef struct ClaimArgs
 {
 	int			max;			/* 0: record only */
@@ -554,6 +567,19 @@ release_fn(void *p)
 	return true;
 }
 
+/* Whether a COMMIT queued work since the last call. */
+static bool
+take_wake_request(void)
+{
+	bool		wake;
+
+	SpinLockAcquire(&shared->mutex);
+	wake = shared->wake_requested;
+	shared->wake_requested = false;
+	SpinLockRelease(&shared->mutex);
+	return wake;
+}
+
 /* One pump over every batch; only the last may wait.  No handle outlives an ERROR. */
 static List *
 pump_all(List *batches, long wait_ms)
@@ -572,6 +598,18 @@ pump_all(List *batches, long wait_ms)
 
 			answered = list_concat(answered, got);
 			list_free(got);
+		}
+		/* the answers just taken made room: fill it before SQL takes a turn */
+		if (http_channel_on)
+		{
+			foreach(lc, batches)
+			{
+				List	   *got = dispatch_refill(&((Batch *) lfirst(lc))->queue);
+
+				answered = list_concat(answered, got);
+				list_free(got);
+			}
+			http_flush();
 		}
 	}
 	PG_CATCH();
@@ -747,6 +785,8 @@ p2p_preheat_worker_main(Datum arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(worker_cxt);
 	ereport(LOG, (errmsg("p2p_preheat worker started for database \"%s\"", worker_database)));
+	/* transfers in a process of their own, beside claims and records */
+	(void) http_channel_open();
 
 	while (!ShutdownRequestPending)
 	{
@@ -772,7 +812,7 @@ p2p_preheat_worker_main(Datum arg)
 			 TimestampDifferenceExceeds(unrecorded_since, now, RECORD_WAIT_MS) ||
 			 ShutdownRequestPending);
 		/* claim when woken, when something is due, or on the safety-net timer */
-		claim_now = (now >= next_claim || record_now) && in_flight < http_max_in_flight * CLAIM_AHEAD;
+		claim_now = (now >= next_claim || record_now) && in_flight < claim_cap();
 		if (claim_now || record_now)
 		{
 			ClaimArgs	ca = {0};
@@ -782,7 +822,7 @@ p2p_preheat_worker_main(Datum arg)
 
 			b->cxt = AllocSetContextCreate(worker_cxt, "p2p_preheat batch",
 										   ALLOCSET_DEFAULT_SIZES);
-			ca.max = claim_now ? Min(worker_batch, http_max_in_flight * CLAIM_AHEAD - in_flight) : 0;
+			ca.max = claim_now ? Min(worker_batch, claim_cap() - in_flight) : 0;
 			ca.cxt = b->cxt;
 			ca.next_due = -1;
 			ca.record = record_now ? unrecorded : NIL;
@@ -882,7 +922,7 @@ p2p_preheat_worker_main(Datum arg)
 			 * claimed as may be, a wait of 0 would spin until answers come.
 			 * The clock is read once: Max() evaluates its arguments twice.
 			 */
-			bool		room = in_flight < http_max_in_flight * CLAIM_AHEAD;
+			bool		room = in_flight < claim_cap();
 			long		until_claim = (long) ((next_claim - GetCurrentTimestamp()) / 1000);
 			long		wait_ms = !room ? 1000 : next_claim == 0 ? 0 : Max(0, until_claim);
 
@@ -893,7 +933,8 @@ p2p_preheat_worker_main(Datum arg)
 			was_busy = true;
 			answered = pump_all(batches, Min(wait_ms, 1000));
 			publish_pace();
-			if (http_latch_fired())
+			/* the latch also wakes for answers from the HTTP process: ask */
+			if (take_wake_request())
 			{
 				next_claim = 0;	/* a COMMIT queued work: claim it now */
 				SpinLockAcquire(&shared->mutex);
@@ -945,6 +986,7 @@ p2p_preheat_worker_main(Datum arg)
 			ResetLatch(MyLatch);
 			if (rc & WL_LATCH_SET)
 			{
+				(void) take_wake_request();
 				next_claim = 0;
 				SpinLockAcquire(&shared->mutex);
 				shared->wakeups++;
