@@ -30,6 +30,8 @@ UPDATE p2p_preheat_instance SET auth_mode = 'OAUTH', auth_data = '{"token": "ben
 CREATE EXTENSION p2p_preheat;
 SQL
 pid=$(psql -qXAt -d postgres -c "SELECT pid FROM p2p_preheat.worker_status()")
+# the worker's HTTP process (none if no background worker slot was free)
+hpid=$(psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'p2p_preheat http'")
 
 # ---- latency: COMMIT -> POST received, one job per transaction -----------
 # each transaction notes its own xid, whose commit timestamp is the start
@@ -62,15 +64,17 @@ PY
 
 # ---- idle CPU ---------------------------------------------------------------
 sleep 3
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-c0=$(cpu); sleep 10; c1=$(cpu)
+cpu() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+c0=$(cpu "$pid"); h0=$(cpu "$hpid"); sleep 10; c1=$(cpu "$pid"); h1=$(cpu "$hpid")
 hz=$(getconf CLK_TCK)
-awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN { printf "worker idle CPU over 10 s: %.3f%% of a core\n", (b - a) / hz / 10 * 100 }'
+awk -v a="$c0" -v b="$c1" -v ha="$h0" -v hb="$h1" -v hz="$hz" 'BEGIN {
+	printf "idle CPU over 10 s: worker %.3f%%, its HTTP process %.3f%% of a core\n", (b - a) / hz / 10 * 100, (hb - ha) / hz / 10 * 100 }'
 
 # ---- RSS before and after many jobs --------------------------------------
 # private memory only: RssShmem (shared buffers the worker touched) is not its own
-rss() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
-r0=$(rss)
+rss() { if [ -n "$1" ]; then awk '/RssAnon/ {print $2}' "/proc/$1/status"; else echo 0; fi; }
+r0=$(rss "$pid")
+rh0=$(rss "$hpid")
 t0=$(date +%s.%N)
 batch=50000
 for ((done = 0; done < rss_jobs; done += batch)); do
@@ -87,9 +91,11 @@ until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE
 	sleep 1
 done
 t1=$(date +%s.%N)
-r1=$(rss)
+r1=$(rss "$pid")
+rh1=$(rss "$hpid")
 psql -qXAt -d postgres -c "SELECT state, count(*) FROM p2p_preheat.job WHERE url LIKE '%/rss/%' GROUP BY 1" | sed 's/^/  jobs /'
-awk -v r0="$r0" -v r1="$r1" -v n="$rss_jobs" -v t0="$t0" -v t1="$t1" 'BEGIN {
+awk -v r0="$r0" -v r1="$r1" -v h0="$rh0" -v h1="$rh1" -v n="$rss_jobs" -v t0="$t0" -v t1="$t1" 'BEGIN {
 	s = t1 - t0
 	printf "worker RssAnon: %d kB before, %d kB after %d jobs (growth %d kB; target <= 2048 kB); %.0f jobs/s end to end (POST + poll)\n", r0, r1, n, r1 - r0, n / s
+	printf "its HTTP process RssAnon: %d kB before, %d kB after (growth %d kB; target <= 2048 kB)\n", h0, h1, h1 - h0
 }'

@@ -654,6 +654,7 @@ release_request(HttpRequest *req)
 			easy_handles--;
 		}
 		req->easy = NULL;
+		req->in_flight = false;
 		in_flight--;
 		if (req->prev)
 			req->prev->next = req->next;
@@ -685,6 +686,7 @@ http_start(HttpRequest *req)
 
 	engine_init();
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) http_max_in_flight);
+	req->in_flight = false;
 	e = take_handle();
 	req->easy = e;
 	req->done = false;
@@ -751,6 +753,7 @@ http_start(HttpRequest *req)
 		elog(ERROR, "could not start an HTTP transfer");
 	}
 	in_flight++;
+	req->in_flight = true;
 	req->prev = NULL;
 	req->next = in_flight_list;
 	if (in_flight_list)
@@ -900,6 +903,12 @@ http_cancel(HttpRequest *req, const char *why)
 	req->location = NULL;
 	strlcpy(req->errbuf, why, sizeof(req->errbuf));
 	req->done = true;
+}
+
+bool
+http_in_progress(const HttpRequest *req)
+{
+	return req->in_flight;
 }
 
 int

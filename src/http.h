@@ -42,6 +42,7 @@ typedef struct HttpRequest
 	char		errbuf[CURL_ERROR_SIZE];
 
 	/* private */
+	bool		in_flight;		/* in libcurl, or in the worker's HTTP process */
 	CURL	   *easy;
 	struct curl_slist *headers;	/* its own header node (malloc'd), or NULL */
 	char	   *buf;			/* malloc'd while libcurl writes into it */
@@ -77,6 +78,9 @@ extern int	http_wait(long timeout_ms, HttpRequest **done, int max,
 					  uint32 wait_event_info);
 
 extern int	http_in_flight(void);
+
+/* Whether this request is still under way (not done, canceled or aborted). */
+extern bool http_in_progress(const HttpRequest *req);
 
 /*
  * How many requests a caller may have started at once: max_in_flight, or

@@ -182,6 +182,7 @@ take_ready(HttpRequest **done, int max)
 static void
 free_slot(int slot)
 {
+	slots[slot]->in_flight = false;
 	slots[slot] = NULL;
 	slot_uses[slot]++;
 	free_slots[nfree++] = slot;
@@ -363,6 +364,7 @@ http_channel_start(HttpRequest *req)
 	}
 	slot = free_slots[--nfree];
 	slots[slot] = req;
+	req->in_flight = true;
 	in_flight++;
 
 	send_settings();

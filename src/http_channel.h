@@ -47,6 +47,7 @@
 /* Answers the helper sends in one message, and the longest it holds one. */
 #define CH_ANSWER_GROUP		64
 #define CH_ANSWER_WAIT_MS	1
+#define CH_ANSWER_BYTES		((int) (256 * 1024))
 
 /* Each ring; an answer larger than a ring streams through it in pieces. */
 #define CH_RING_SIZE	((Size) 512 * 1024)

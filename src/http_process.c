@@ -268,12 +268,13 @@ p2p_preheat_http_main(Datum arg)
 		/*
 		 * Answers go in groups: each message wakes the worker, and a wake-up
 		 * per answer would cost more than the answer.  A group goes when it
-		 * is full, when nothing else is in flight, or a millisecond after
-		 * its first answer.
+		 * is full (in answers or bytes: large answers are not held), when
+		 * nothing else is in flight, or a millisecond after its first answer.
 		 */
 		if (outbuf.len > 0)
 		{
 			bool		due = sending || unsent >= CH_ANSWER_GROUP || http_in_flight() == 0 ||
+				outbuf.len >= CH_ANSWER_BYTES ||
 				TimestampDifferenceExceeds(first_unsent, GetCurrentTimestamp(), CH_ANSWER_WAIT_MS);
 
 			if (due)

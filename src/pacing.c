@@ -313,7 +313,7 @@ pacing_take(HttpRequest *req)
 static void
 check_probe(PaceEntry *e)
 {
-	if (e->probing && e->probe.easy == NULL && !e->probe.done)
+	if (e->probing && !http_in_progress(&e->probe) && !e->probe.done)
 	{
 		e->probing = false;
 		e->relearn_at = 0;

@@ -446,6 +446,13 @@ typedef struct Batch
 #define RECORD_WAIT_MS	20
 
 /*
+ * With an HTTP process, answers come in while the worker is in SQL: it
+ * records what came meanwhile at once, rather than wait for a full group
+ * with nothing to do (the groups then size themselves to the pace).
+ */
+#define RECORD_BATCH_SHARED 32
+
+/*
  * Jobs claimed and not yet recorded: CLAIM_AHEAD times max_in_flight, so
  * that transfers keep going while a group of answers waits for its turn.
  */
@@ -809,6 +816,7 @@ p2p_preheat_worker_main(Datum arg)
 		/* record a group of answers, and claim in the same transaction */
 		record_now = unrecorded != NIL &&
 			(list_length(unrecorded) >= RECORD_BATCH || http_in_flight() == 0 ||
+			 (http_channel_on && list_length(unrecorded) >= RECORD_BATCH_SHARED) ||
 			 TimestampDifferenceExceeds(unrecorded_since, now, RECORD_WAIT_MS) ||
 			 ShutdownRequestPending);
 		/* claim when woken, when something is due, or on the safety-net timer */
