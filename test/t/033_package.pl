@@ -33,8 +33,6 @@ my ($deb) = glob("$tmp/dist/postgresql-*-p2p-preheat_*.deb");
 ok($deb, 'a postgresql-<major>-p2p-preheat package');
 
 my $fields = `dpkg-deb -f '$deb' Package Version Depends`;
-chomp(my $major = `'$pg_config' --version`);
-$major =~ s/^PostgreSQL (\d+).*/$1/;
 like($fields, qr/^Package: postgresql-$major-p2p-preheat$/m, "named for PostgreSQL $major");
 chomp(my $ext_version = `sed -n "s/^default_version = '\\(.*\\)'/\\1/p" '$repo/p2p_preheat.control'`);
 like($fields, qr/^Version: \Q$ext_version\E$/m, 'versioned as the extension');
