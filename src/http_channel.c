@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/dsm.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -221,8 +222,10 @@ helper_gone(void)
 	wipe(&pending);
 	wipe(&sending);
 	http_channel_close();
-	ereport(LOG,
-			(errmsg("p2p_preheat worker's HTTP process ended; the worker sends from its own process until it restarts")));
+	/* at a server shutdown the helper may go first: nothing to say then */
+	if (!ShutdownRequestPending)
+		ereport(LOG,
+				(errmsg("p2p_preheat worker's HTTP process ended; the worker sends from its own process until it restarts")));
 }
 
 static void

@@ -44,6 +44,9 @@ typedef struct HelperRequest
 
 bool		http_in_helper = false;
 
+/* after SIGTERM, how long the worker has to detach first (see the main loop) */
+#define STOP_GRACE_MS 1000
+
 static dlist_head requests = DLIST_STATIC_INIT(requests);
 static MemoryContext answers_cxt;
 
@@ -226,6 +229,7 @@ p2p_preheat_http_main(Datum arg)
 	bool		sending = false;
 	int			unsent = 0;
 	TimestampTz first_unsent = 0;
+	TimestampTz stop_at = 0;
 	HttpRequest *done[256];
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -253,11 +257,27 @@ p2p_preheat_http_main(Datum arg)
 										ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&outbuf);
 
-	while (!ShutdownRequestPending)
+	for (;;)
 	{
 		int			n;
 		/* idle: no timer at all, the worker's requests set the latch */
 		long		wait_ms = http_in_flight() > 0 || outbuf.len > 0 ? 1000 : 3600 * 1000L;
+
+		/*
+		 * A server shutdown signals the worker too, which then detaches and
+		 * ends this process: answers keep flowing until it has.  SIGTERM to
+		 * this process alone ends it after a grace period.
+		 */
+		if (ShutdownRequestPending)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (stop_at == 0)
+				stop_at = TimestampTzPlusMilliseconds(now, STOP_GRACE_MS);
+			if (now >= stop_at)
+				break;
+			wait_ms = Min(wait_ms, (long) ((stop_at - now) / 1000) + 1);
+		}
 
 		if (ConfigReloadPending)
 		{
