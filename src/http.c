@@ -896,7 +896,14 @@ http_cancel(HttpRequest *req, const char *why)
 	if (req->done || req->easy == NULL)
 		return;
 	release_request(req);
-	req->result = CURLE_ABORTED_BY_CALLBACK;
+	http_end_early(req, CURLE_ABORTED_BY_CALLBACK, why);
+}
+
+/* A request that ends without an answer, as a failed transfer. */
+void
+http_end_early(HttpRequest *req, CURLcode result, const char *why)
+{
+	req->result = result;
 	req->status = 0;
 	req->response = NULL;
 	req->response_len = 0;
@@ -954,8 +961,6 @@ http_abort_all(void)
 int
 http_easy_handles(void)
 {
-	if (http_channel_on)
-		return http_channel_easy_handles();
 	return easy_handles;
 }
 

@@ -25,6 +25,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shm_mq.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
@@ -43,6 +44,7 @@ static BackgroundWorkerHandle *helper = NULL;
 static StringInfoData pending;
 static StringInfoData sending;
 static bool abort_needed = false;
+static StringInfoData sent_settings;	/* the CH_CONFIG record last sent */
 
 /*
  * Requests in the helper, by slot; an id is the slot and the slot's use
@@ -61,17 +63,6 @@ static HttpRequest **ready = NULL;
 static int	ready_len = 0;
 static int	ready_cap = 0;
 
-/* the settings last sent to the helper */
-static int	sent_connect_timeout = -1;
-static int	sent_request_timeout = -1;
-static int	sent_max_in_flight = -1;
-static int	sent_max_answer_kb = -1;
-static int	sent_answer_memory_kb = -1;
-static int	sent_allow_link_local = -1;
-static int	sent_debug = -1;
-static char *sent_ca_file = NULL;
-static char *sent_proxy = NULL;
-
 static void
 wipe(StringInfo s)
 {
@@ -80,8 +71,11 @@ wipe(StringInfo s)
 	/* a large answer or batch does not keep its buffer for ever */
 	if (s->maxlen > 1024 * 1024)
 	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
 		pfree(s->data);
 		initStringInfo(s);
+		MemoryContextSwitchTo(old);
 	}
 	else
 		resetStringInfo(s);
@@ -113,7 +107,6 @@ http_channel_open(void)
 	dsm_pin_mapping(segment);
 	header = dsm_segment_address(segment);
 	header->magic = CH_MAGIC;
-	header->helper_easy_handles = 0;
 	mq_to = shm_mq_create((char *) header + CH_TO_HELPER_OFFSET, CH_RING_SIZE);
 	mq_from = shm_mq_create((char *) header + CH_FROM_HELPER_OFFSET, CH_RING_SIZE);
 	shm_mq_set_sender(mq_to, MyProc);
@@ -149,8 +142,9 @@ http_channel_open(void)
 	in_flight = 0;
 	ready_len = 0;
 	abort_needed = false;
-	sent_connect_timeout = sent_request_timeout = sent_max_in_flight = -1;
-	sent_max_answer_kb = sent_answer_memory_kb = sent_allow_link_local = sent_debug = -1;
+	if (sent_settings.data)
+		pfree(sent_settings.data);
+	sent_settings.data = NULL;	/* a new helper is told every setting */
 	http_channel_on = true;
 	return true;
 }
@@ -190,19 +184,6 @@ free_slot(int slot)
 	in_flight--;
 }
 
-/* A request that ends here, not in the helper. */
-static void
-end_here(HttpRequest *req, CURLcode result, const char *why)
-{
-	req->result = result;
-	req->status = 0;
-	req->response = NULL;
-	req->response_len = 0;
-	req->location = NULL;
-	strlcpy(req->errbuf, why, sizeof(req->errbuf));
-	req->done = true;
-}
-
 /*
  * The helper is gone: what it had in flight may have been sent.  The
  * worker carries on with libcurl in its own process.
@@ -216,7 +197,7 @@ helper_gone(void)
 			HttpRequest *req = slots[i];
 
 			free_slot(i);
-			end_here(req, CURLE_RECV_ERROR, "p2p_preheat's HTTP process ended during the transfer");
+			http_end_early(req, CURLE_RECV_ERROR, "p2p_preheat's HTTP process ended during the transfer");
 			add_ready(req);
 		}
 	wipe(&pending);
@@ -228,69 +209,45 @@ helper_gone(void)
 				(errmsg("p2p_preheat worker's HTTP process ended; the worker sends from its own process until it restarts")));
 }
 
-static void
-put_setting(StringInfo s, const char *name, const char *value)
-{
-	ch_put_str(s, name, strlen(name));
-	ch_put_str(s, value, strlen(value));
-}
-
-static bool
-string_changed(char **sent, const char *now)
-{
-	const char *v = now ? now : "";
-
-	if (*sent != NULL && strcmp(*sent, v) == 0)
-		return false;
-	if (*sent)
-		pfree(*sent);
-	*sent = MemoryContextStrdup(TopMemoryContext, v);
-	return true;
-}
-
 /*
- * The helper follows the worker's settings, which may differ from the
- * server's (ALTER DATABASE ... SET): sent whenever one changes.
+ * The settings the helper's libcurl engine reads.  The worker's values may
+ * differ from the server's (ALTER DATABASE ... SET), so the helper is sent
+ * them, in front of the requests of a message, whenever one has changed.
  */
-static void
-send_settings(void)
-{
-	bool		ca_changed = string_changed(&sent_ca_file, http_ca_file);
-	bool		proxy_changed = string_changed(&sent_proxy, http_proxy);
-	char		buf[32];
+static const char *const forwarded[] = {
+	"p2p_preheat.connect_timeout", "p2p_preheat.request_timeout",
+	"p2p_preheat.max_in_flight", "p2p_preheat.max_answer_size",
+	"p2p_preheat.answer_memory", "p2p_preheat.allow_link_local",
+	"p2p_preheat.http_debug", "p2p_preheat.ca_file", "p2p_preheat.proxy"
+};
 
-	if (!ca_changed && !proxy_changed &&
-		sent_connect_timeout == http_connect_timeout_ms &&
-		sent_request_timeout == http_request_timeout_ms &&
-		sent_max_in_flight == http_max_in_flight &&
-		sent_max_answer_kb == http_max_answer_kb &&
-		sent_answer_memory_kb == http_answer_memory_kb &&
-		sent_allow_link_local == (int) http_allow_link_local &&
-		sent_debug == (int) http_debug)
-		return;
-	appendStringInfoChar(&pending, CH_CONFIG);
-	ch_put_u32(&pending, 9);
-	snprintf(buf, sizeof(buf), "%d", http_connect_timeout_ms);
-	put_setting(&pending, "p2p_preheat.connect_timeout", buf);
-	snprintf(buf, sizeof(buf), "%d", http_request_timeout_ms);
-	put_setting(&pending, "p2p_preheat.request_timeout", buf);
-	snprintf(buf, sizeof(buf), "%d", http_max_in_flight);
-	put_setting(&pending, "p2p_preheat.max_in_flight", buf);
-	snprintf(buf, sizeof(buf), "%d", http_max_answer_kb);
-	put_setting(&pending, "p2p_preheat.max_answer_size", buf);
-	snprintf(buf, sizeof(buf), "%d", http_answer_memory_kb);
-	put_setting(&pending, "p2p_preheat.answer_memory", buf);
-	put_setting(&pending, "p2p_preheat.allow_link_local", http_allow_link_local ? "on" : "off");
-	put_setting(&pending, "p2p_preheat.http_debug", http_debug ? "on" : "off");
-	put_setting(&pending, "p2p_preheat.ca_file", sent_ca_file);
-	put_setting(&pending, "p2p_preheat.proxy", sent_proxy);
-	sent_connect_timeout = http_connect_timeout_ms;
-	sent_request_timeout = http_request_timeout_ms;
-	sent_max_in_flight = http_max_in_flight;
-	sent_max_answer_kb = http_max_answer_kb;
-	sent_answer_memory_kb = http_answer_memory_kb;
-	sent_allow_link_local = http_allow_link_local;
-	sent_debug = http_debug;
+static void
+put_settings(StringInfo out)
+{
+	StringInfoData rec;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	initStringInfo(&rec);
+	appendStringInfoChar(&rec, CH_CONFIG);
+	ch_put_u32(&rec, lengthof(forwarded));
+	for (int i = 0; i < lengthof(forwarded); i++)
+	{
+		const char *value = GetConfigOption(forwarded[i], false, false);
+
+		ch_put_str(&rec, forwarded[i], strlen(forwarded[i]));
+		ch_put_str(&rec, value ? value : "", value ? strlen(value) : 0);
+	}
+	if (sent_settings.data == NULL || sent_settings.len != rec.len ||
+		memcmp(sent_settings.data, rec.data, rec.len) != 0)
+	{
+		appendBinaryStringInfo(out, rec.data, rec.len);
+		if (sent_settings.data)
+			pfree(sent_settings.data);
+		sent_settings = rec;
+	}
+	else
+		pfree(rec.data);
+	MemoryContextSwitchTo(old);
 }
 
 /* Hands what is pending to the ring, as far as it takes it without waiting. */
@@ -311,6 +268,8 @@ http_channel_flush(void)
 			}
 			if (pending.len == 0 && sending.len == 0)
 				return;
+			if (pending.len > 0)
+				put_settings(&sending);
 			appendBinaryStringInfo(&sending, pending.data, pending.len);
 			wipe(&pending);
 		}
@@ -370,7 +329,6 @@ http_channel_start(HttpRequest *req)
 	req->in_flight = true;
 	in_flight++;
 
-	send_settings();
 	if (strcmp(req->method, "POST") == 0)
 		flags |= CH_POST;
 	if (req->insecure)
@@ -526,7 +484,7 @@ http_channel_cancel(HttpRequest *req, const char *why)
 			appendStringInfoChar(&pending, CH_CANCEL);
 			ch_put_u64(&pending, ((uint64) slot_uses[i] << 32) | (uint32) i);
 			free_slot(i);
-			end_here(req, CURLE_ABORTED_BY_CALLBACK, why);
+			http_end_early(req, CURLE_ABORTED_BY_CALLBACK, why);
 			http_channel_flush();
 			return;
 		}
@@ -561,12 +519,6 @@ int
 http_channel_in_flight(void)
 {
 	return in_flight + ready_len;
-}
-
-int
-http_channel_easy_handles(void)
-{
-	return header ? (int) header->helper_easy_handles : 0;
 }
 
 /* The helper sees the ring detached and ends. */

@@ -55,7 +55,6 @@
 typedef struct ChannelHeader
 {
 	uint32		magic;
-	uint32		helper_easy_handles;	/* the helper's libcurl handles */
 } ChannelHeader;
 
 #define CH_MAGIC	0x70327068
@@ -137,7 +136,9 @@ extern void http_channel_abort_all(void);
 extern void http_channel_trim(void);
 extern void http_channel_flush(void);
 extern int	http_channel_in_flight(void);
-extern int	http_channel_easy_handles(void);
+
+/* http.c: a request that ends without an answer, as a failed transfer */
+extern void http_end_early(HttpRequest *req, CURLcode result, const char *why);
 
 /* Helper side (http_process.c): set in the helper; its entry point */
 extern bool http_in_helper;

@@ -331,7 +331,6 @@ p2p_preheat_http_main(Datum arg)
 				goto worker_gone;
 			handle(data, nbytes);
 		}
-		header->helper_easy_handles = (uint32) http_easy_handles();
 
 		/*
 		 * Wait for transfers or the worker; a partly sent message adds no
