@@ -661,6 +661,7 @@ may_have_arrived(const HttpRequest *req)
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_UNSUPPORTED_PROTOCOL:
 		case CURLE_URL_MALFORMAT:
+		case CURLE_FAILED_INIT:
 			return false;
 		default:
 			return req->refused[0] == '\0';

@@ -43,6 +43,7 @@ typedef struct HttpRequest
 
 	/* private */
 	bool		in_flight;		/* in libcurl, or in the worker's HTTP process */
+	bool		parked;			/* waiting for a connection slot: see http.c */
 	CURL	   *easy;
 	struct curl_slist *headers;	/* its own header node (malloc'd), or NULL */
 	char	   *buf;			/* malloc'd while libcurl writes into it */
@@ -52,7 +53,7 @@ typedef struct HttpRequest
 	bool		too_large;
 	bool		over_budget;
 	char		refused[160];	/* why the endpoint guard refused, or "" */
-	struct HttpRequest *prev;	/* in-flight list */
+	struct HttpRequest *prev;	/* in-flight or parked list */
 	struct HttpRequest *next;
 } HttpRequest;
 

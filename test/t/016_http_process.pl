@@ -59,6 +59,35 @@ is(posts_for("$run-a/"), 2000, 'each POSTed once');
 my $hcpu = cpu_ticks($hpid) - $hcpu0;
 ok($hcpu > 0, "the HTTP process did the work (its CPU time over the 2,000 jobs: $hcpu ticks)");
 
+# ---- requests waiting for a connection ------------------------------------
+# The HTTP process holds more requests than max_in_flight; those beyond it
+# wait for a connection, and a request's timeout starts only when it has
+# one.  One connection, a 1 s timeout and answers that take 600 ms: the
+# fourth waits 1.8 s, and is not cut off for it.  (These two settings are
+# the case under test: each is reset after it.)
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET p2p_preheat.max_in_flight = 1;
+	ALTER SYSTEM SET p2p_preheat.request_timeout = 1000;
+	SELECT pg_reload_conf();
+});
+sleep(0.5);
+my $t0 = time();
+$node->safe_psql('postgres',
+	"SELECT count(p2p_preheat.preheat_url(1, format('https://harbor.example.com/v2/library/$run-slow600ms/manifests/%s', g))) FROM generate_series(1, 4) g"
+);
+ok(wait_accepted("$run-slow600ms", 4), 'four slow jobs on one connection: all accepted');
+my $took = time() - $t0;
+ok($took > 2.3, sprintf('one at a time (%.2f s)', $took));
+is(posts_received("$run-slow600ms/"), 4, 'each POSTed once: none timed out while it waited for the connection');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%$run-slow600ms/%' AND (attempts <> 1 OR last_error IS NOT NULL)"),
+	'0', 'no job had a failed attempt');
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET p2p_preheat.max_in_flight;
+	ALTER SYSTEM RESET p2p_preheat.request_timeout;
+	SELECT pg_reload_conf();
+});
+
 # ---- it ends in the middle of a run --------------------------------------
 my $wpid = $node->safe_psql('postgres', 'SELECT pid FROM p2p_preheat.worker_status()');
 my $log_offset = -s $node->logfile;
