@@ -8,7 +8,8 @@
 #     net.http_post() requests with its background worker;
 #   - preheat_dispatch() in a loop (one session), and the p2p_preheat background
 #     worker, each with its CPU time per job;
-#   - queueing: N preheat_url() calls against N net.http_post() calls.
+#   - queueing: N preheat_url() calls against N net.http_post() calls, best
+#     of three rounds each.
 # Prints each figure and the ratios.
 # Usage: bench/peers.sh [jobs]
 #   PG_NET_TARBALL: pg_net's source (default ../shared/reference/pg_net-0.20.4.tar.gz
@@ -98,6 +99,16 @@ fill() {
 	psql -qX -d "$1" -c "VACUUM ANALYZE p2p_preheat.job" >/dev/null
 }
 now() { date +%s.%N; }
+# A phase leaves 20,000 updated rows behind: vacuum them now, so that
+# autovacuum does not wake up for them in the middle of a later phase.
+# On a virtual machine the host may take CPU time from it ("steal" in
+# /proc/stat): reported for each timed phase, as the share of all CPU time.
+steal_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+steal_share() {
+	steal_ticks | awk -v before="$1" 'BEGIN { split(before, b, " ") }
+		{ d = $2 - b[2]; printf "%.1f", (d > 0 ? 100 * ($1 - b[1]) / d : 0) }'
+}
+settle() { psql -qX -d "$1" -c "VACUUM p2p_preheat.job" >/dev/null; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 
 # ---- the database-only ceiling -------------------------------------------
@@ -121,6 +132,7 @@ END $$;
 SQL
 t1=$(now)
 dbonly_rate=$(rate "$jobs" "$t0" "$t1")
+settle dbonly
 
 # ---- pg_net ----------------------------------------------------------------
 t0=$(now)
@@ -139,6 +151,7 @@ echo "SELECT pg_backend_pid();" >&"${DISPATCH[1]}"
 read -r dpid <&"${DISPATCH[0]}"
 dispatch_ticks() { sed 's/.*) //' "/proc/$dpid/stat" | awk '{ print $12 + $13 }'; }
 dcpu0=$(dispatch_ticks)
+dsteal0=$(steal_ticks)
 t0=$(now)
 while :; do
 	echo "SELECT sent FROM p2p_preheat.preheat_dispatch(5000);" >&"${DISPATCH[1]}"
@@ -147,11 +160,13 @@ while :; do
 done
 t1=$(now)
 dcpu1=$(dispatch_ticks)
+dsteal=$(steal_share "$dsteal0")
 echo '\q' >&"${DISPATCH[1]}"
 wait "$DISPATCH_PID" || true
 dispatch_rate=$(rate "$jobs" "$t0" "$t1")
 dispatch_cpu_us=$(awk -v n="$jobs" -v a="$dcpu0" -v b="$dcpu1" -v hz="$(getconf CLK_TCK)" \
 	'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
+settle dispatch
 
 # ---- the background worker --------------------------------------------------
 fill postgres
@@ -168,6 +183,7 @@ if [ -n "${PERF_DATA:-}" ]; then
 	sleep 0.5
 fi
 cpu0=$(cpu_ticks)
+wsteal0=$(steal_ticks)
 hcpu0=$(http_ticks)
 # Start and end by the server's clock: the wake-up, and the last job's
 # record.  Waiting for the end polls only every quarter second: a psql (a
@@ -179,6 +195,7 @@ until [ "$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE
 done
 t1=$(psql -qXAt -d postgres -c "SELECT extract(epoch FROM max(updated_at)) FROM p2p_preheat.job")
 cpu1=$(cpu_ticks)
+wsteal=$(steal_share "$wsteal0")
 hcpu1=$(http_ticks)
 worker_rate=$(rate "$jobs" "$t0" "$t1")
 worker_cpu_us=$(awk -v n="$jobs" -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \
@@ -189,29 +206,37 @@ if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 worker_failed=$(psql -qXAt -d postgres -c "SELECT count(*) FROM p2p_preheat.job WHERE state = 'failed'")
 
 # ---- queueing: preheat_url() against net.http_post() ----------------------
+settle postgres
 psql -qX -d queue -c "SELECT net.http_post('$endpoint/x', '{}'::jsonb); SELECT p2p_preheat.preheat_url(1, 'https://harbor.example.com/v2/library/warm/manifests/1')" >/dev/null
-t0=$(now)
-psql -qX -d queue -c "SELECT count(net.http_post('$endpoint/oapi/v1/jobs',
-	'{\"type\": \"preheat\"}'::jsonb)) FROM generate_series(1, $jobs)" >/dev/null
-t1=$(now)
-psql -qX -d queue -c "SELECT count(p2p_preheat.preheat_url(1,
-	'https://harbor.example.com/v2/library/q/manifests/' || g)) FROM generate_series(1, $jobs) g" >/dev/null
-t2=$(now)
-q_pgnet=$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
-q_preheat=$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
+# Three rounds, alternating, and the best of each: one round is under half a
+# second, and a single one moved by a tenth from run to run.
+q_pgnet=
+q_preheat=
+best() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; else print a }'; }
+for round in 1 2 3; do
+	t0=$(now)
+	psql -qX -d queue -c "SELECT count(net.http_post('$endpoint/oapi/v1/jobs',
+		'{\"type\": \"preheat\"}'::jsonb)) FROM generate_series(1, $jobs)" >/dev/null
+	t1=$(now)
+	psql -qX -d queue -c "SELECT count(p2p_preheat.preheat_url(1,
+		'https://harbor.example.com/v2/library/q$round/manifests/' || g)) FROM generate_series(1, $jobs) g" >/dev/null
+	t2=$(now)
+	q_pgnet=$(best "$q_pgnet" "$(awk -v n="$jobs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')")
+	q_preheat=$(best "$q_preheat" "$(awk -v n="$jobs" -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')")
+done
 
 awk -v n="$jobs" -v ngx="$nginx_rate" -v db="$dbonly_rate" -v net="$pgnet_rate" -v d="$dispatch_rate" \
-	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v hc="$http_cpu_us" -v dc="$dispatch_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" 'BEGIN {
+	-v w="$worker_rate" -v wf="$worker_failed" -v wc="$worker_cpu_us" -v hc="$http_cpu_us" -v dc="$dispatch_cpu_us" -v qn="$q_pgnet" -v qp="$q_preheat" -v ds="$dsteal" -v ws="$wsteal" 'BEGIN {
 	low = ngx < db ? ngx : db
 	printf "%d jobs, one nginx on loopback answering 200 with a Dragonfly job\n", n
 	printf "  nginx ceiling (wrk, 64 connections):      %8.0f req/s\n", ngx
 	printf "  database-only ceiling (claim + record):   %8.0f jobs/s\n", db
 	printf "  pg_net 0.20.4 (net.http_post, worker):    %8.0f req/s\n", net
-	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s\n", d
-	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed)\n", w, wf
+	printf "  preheat_dispatch() in a loop:             %8.0f jobs/s (host steal %s%%)\n", d, ds
+	printf "  p2p_preheat worker:                       %8.0f jobs/s (%d failed; host steal %s%%)\n", w, wf, ws
 	printf "  CPU time per job: worker %.1f us + its HTTP process %.1f us, preheat_dispatch() backend %.1f us\n", wc, hc, dc
 	printf "  worker / lower ceiling (%.0f):            %8.2f (target >= 0.5, stretch 0.75)\n", low, w / low
 	printf "  worker / preheat_dispatch():              %8.2f (target >= 1)\n", w / d
 	printf "  worker / pg_net:                          %8.1f\n", w / net
-	printf "  queueing: net.http_post() %.1f us a call, preheat_url() %.1f us a call: %.2f x (target <= 1.5)\n", qn, qp, qp / qn
+	printf "  queueing, best of 3 rounds: net.http_post() %.1f us a call, preheat_url() %.1f us a call: %.2f x (target <= 1.5)\n", qn, qp, qp / qn
 }'
