@@ -23,11 +23,14 @@ is($node->safe_psql('postgres', 'SHOW p2p_preheat.lease'), '5min', 'the shipped 
 $node->poll_query_until('postgres', "SELECT state = 'idle' FROM p2p_preheat.worker_status()")
   or die 'worker did not start';
 
-my $url = "https://harbor.example.com/v2/library/$run-kill/manifests/%s";
+# Answers that take 100 ms keep the run going for seconds (3,000 jobs over
+# 64 connections), so the kill lands while the worker is sending: at full
+# speed the run can end before the test has read the worker's pid.
+my $url = "https://harbor.example.com/v2/library/$run-slow100ms-kill/manifests/%s";
 $node->safe_psql('postgres',
 	"SELECT count(p2p_preheat.preheat_url(1, format('$url', g))) FROM generate_series(1, 3000) g");
 $node->poll_query_until('postgres',
-	"SELECT count(*) > 300 FROM p2p_preheat.job WHERE url LIKE '%$run-kill/%' AND state = 'running'")
+	"SELECT count(*) > 300 FROM p2p_preheat.job WHERE url LIKE '%$run-slow100ms-kill/%' AND state = 'running'")
   or die 'jobs not moving';
 my $pid = $node->safe_psql('postgres', 'SELECT pid FROM p2p_preheat.worker_status()');
 kill 'KILL', $pid;
@@ -37,7 +40,7 @@ while (time() - $t0 < 60)
 {
 	my $n = eval {
 		$node->safe_psql('postgres',
-			"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%$run-kill/%' "
+			"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%$run-slow100ms-kill/%' "
 			  . "AND state IN ('running', 'succeeded') AND dragonfly_job_id IS NOT NULL");
 	} // 0;
 	if ($n == 3000) { $ok = 1; last; }
@@ -45,14 +48,14 @@ while (time() - $t0 < 60)
 }
 my $took = time() - $t0;
 ok($ok && $took < 30, sprintf('kill -9: all 3,000 jobs accepted by Dragonfly %.1f s after the kill (lease 5 min)', $took));
-my $sent = posts_for("$run-kill/");
+my $sent = posts_for("$run-slow100ms-kill/");
 my $dups = $sent - 3000;
 diag("kill -9 of 3,000: $dups duplicate POSTs");
 ok($dups >= 0 && $dups <= 64, "kill -9: $dups duplicate POSTs (at most the requests in flight)");
 like(slurp_file($node->logfile), qr/looked in Dragonfly \(instance 1\) for \d+ jobs whose POST may have arrived/,
 	'jobs the dead worker was sending were looked up in Dragonfly first');
 is( $node->safe_psql('postgres',
-		"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%$run-kill/%' AND (claimed_by IS NOT NULL AND state = 'sending' OR maybe_sent)"),
+		"SELECT count(*) FROM p2p_preheat.job WHERE url LIKE '%$run-slow100ms-kill/%' AND (claimed_by IS NOT NULL AND state = 'sending' OR maybe_sent)"),
 	'0', 'no job left claimed by the dead worker');
 
 # ---- preheat_dispatch() never takes what the living worker holds ----------
