@@ -18,6 +18,7 @@
 
 #include <curl/curl.h>
 
+#include "lib/ilist.h"
 #include "utils/palloc.h"
 
 typedef struct HttpRequest
@@ -53,8 +54,7 @@ typedef struct HttpRequest
 	bool		too_large;
 	bool		over_budget;
 	char		refused[160];	/* why the endpoint guard refused, or "" */
-	struct HttpRequest *prev;	/* in-flight or parked list */
-	struct HttpRequest *next;
+	dlist_node	list_node;		/* in-flight, parked or unstarted list */
 } HttpRequest;
 
 /* Settings, from GUCs in p2p_preheat.c */
